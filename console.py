@@ -1,0 +1,84 @@
+"""What a person watching a run sees: log lines, live progress bars and summary tables, all on stderr.
+
+stdout stays free for data a script may pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=stderr_console(), show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class RowProgress:
+    """A progress bar over rows with generated tokens per second, failures and an ETA.
+
+    Updates are throttled to ten a second so a fast server is never slowed down by the display.
+    """
+
+    def __init__(self, description: str, total: int, done: int = 0) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.0f} tok/s"),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=stderr_console(),
+        )
+        self.task = self.progress.add_task(description, total=total, completed=done, rate=0.0, failed=0)
+        self.rows = done
+        self.tokens = 0
+        self.failed = 0
+        self.started = time.monotonic()
+        self._shown = 0.0
+
+    def __enter__(self) -> RowProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._show()
+        self.progress.stop()
+
+    def advance(self, tokens: int, failed: bool) -> None:
+        self.rows += 1
+        self.tokens += tokens
+        self.failed += failed
+        if time.monotonic() - self._shown >= 0.1:
+            self._show()
+
+    def _show(self) -> None:
+        self._shown = time.monotonic()
+        rate = self.tokens / max(self._shown - self.started, 1e-9)
+        self.progress.update(self.task, completed=self.rows, rate=rate, failed=self.failed)
+
+
+def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    stderr_console().print(table)

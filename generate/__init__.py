@@ -1,0 +1,5 @@
+"""The generate stage: teacher traces for a prompt table (see `r1distill.generate.run`)."""
+
+from r1distill.generate.run import GenerateConfig, GenerateSummary, generate
+
+__all__ = ["GenerateConfig", "GenerateSummary", "generate"]

@@ -1,0 +1,118 @@
+"""The transformers backend: batched sampling on the CPU or one GPU, the embedded default's home.
+
+Requests are sorted by prompt length so a batch pads little, and generated in batches of `batch_size`
+(the samples of one prompt are ordinary rows of a batch). A batch that fails (out of memory, say)
+becomes error rows that the next run retries, instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+
+from r1distill import models
+from r1distill.generate.backends import Request, Result, Sampling
+from r1distill.generate.prompts import ends_inside_think
+
+log = logging.getLogger(__name__)
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: str, sampling: Sampling, batch_size: int = 8, device: str | None = None, seed: int = 0) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        self.torch = torch
+        self.sampling = sampling
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        path = models.resolve(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        self.stop_ids = _stop_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
+
+    def render(self, request: Request) -> str:
+        """The exact text the model continues: the chat template applied, or the raw prompt."""
+        if request.raw:
+            return request.messages[0]["content"]
+        return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+
+    async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
+        rendered = [(request, self.render(request)) for request in requests]
+        lengths = [len(ids) for ids in self.tokenizer([text for _, text in rendered], add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(rendered)), key=lambda i: -lengths[i])
+        for start in range(0, len(order), self.batch_size):
+            batch = [rendered[i] for i in order[start : start + self.batch_size]]
+            for result in await asyncio.to_thread(self._generate_batch, batch):
+                emit(result)
+
+    def _generate_batch(self, batch: list[tuple[Request, str]]) -> list[Result]:
+        try:
+            return self._generate(batch)
+        except Exception as err:  # one bad batch (OOM, a too-long prompt) must not end a long run
+            log.warning("batch of %d failed: %s", len(batch), err)
+            return [Result(key=request.key, finish_reason="error", error=f"{type(err).__name__}: {err}"[:500]) for request, _ in batch]
+
+    def _generate(self, batch: list[tuple[Request, str]]) -> list[Result]:
+        torch = self.torch
+        texts = [text for _, text in batch]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        # Seeded per batch from its first key, so a rerun of the same batch samples the same tokens.
+        torch.manual_seed(int(hashlib.sha256(f"{self.seed}:{batch[0][0].key}".encode()).hexdigest()[:8], 16))
+        greedy = self.sampling.temperature <= 0
+        with torch.inference_mode():
+            output = self.model.generate(
+                **encoded,
+                max_new_tokens=self.sampling.max_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else self.sampling.temperature,
+                top_p=None if greedy else self.sampling.top_p,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.stop_ids),
+            )
+        prompt_width = encoded["input_ids"].shape[1]
+        prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for row, (request, text) in enumerate(batch):
+            generated = output[row, prompt_width:].tolist()
+            stop_at = next((i for i, token in enumerate(generated) if token in self.stop_ids), None)
+            tokens = generated if stop_at is None else generated[:stop_at]
+            finished = stop_at is not None or len(tokens) < self.sampling.max_tokens
+            results.append(
+                Result(
+                    key=request.key,
+                    text=self.tokenizer.decode(tokens, skip_special_tokens=False),
+                    finish_reason="stop" if finished else "length",
+                    prefilled_think=ends_inside_think(text),
+                    completion_tokens=len(tokens),
+                    prompt_tokens=int(prompt_tokens[row]),
+                )
+            )
+        return results
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+
+
+def _stop_ids(*candidates: int | list[int] | None) -> set[int]:
+    ids: set[int] = set()
+    for candidate in candidates:
+        if isinstance(candidate, int):
+            ids.add(candidate)
+        elif candidate:
+            ids.update(candidate)
+    return ids

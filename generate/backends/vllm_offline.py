@@ -1,0 +1,90 @@
+"""The vLLM backend: offline `vllm.LLM` on local GPUs, for the fastest generation on one node.
+
+Kept thin on purpose: prompts are rendered with the model's own chat template (the same code path
+as the transformers backend), every missing sample of a prompt becomes one vLLM request with its own
+seed, and results are mapped back by pure functions that are tested without vLLM installed. Tensor
+parallelism is vLLM's (`tensor_parallel_size`); data parallelism is done by the generate stage, which
+runs one process per GPU group, each on its own `--shard` of the prompts. `vllm` is imported only
+when this backend is chosen, so the package works without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from r1distill import models
+from r1distill.errors import UsageError
+from r1distill.generate.backends import Request, Result, Sampling
+from r1distill.generate.prompts import ends_inside_think
+
+log = logging.getLogger(__name__)
+
+
+def sampling_kwargs(sampling: Sampling, seed: int | None) -> dict:
+    """Keyword arguments of `vllm.SamplingParams` for one request.
+
+    >>> sampling_kwargs(Sampling(max_tokens=512, temperature=0.6, top_p=0.95), seed=7)
+    {'n': 1, 'max_tokens': 512, 'temperature': 0.6, 'top_p': 0.95, 'seed': 7, 'skip_special_tokens': False}
+    """
+    return {
+        "n": 1,
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": seed,
+        # <think> is a special token in some tokenizers; dropping it would break the reasoning split.
+        "skip_special_tokens": False,
+    }
+
+
+def to_result(request: Request, prompt_text: str, output) -> Result:
+    """Map a `vllm.RequestOutput` (one completion) to a Result."""
+    completion = output.outputs[0]
+    return Result(
+        key=request.key,
+        text=completion.text,
+        finish_reason="length" if completion.finish_reason == "length" else "stop",
+        prefilled_think=ends_inside_think(prompt_text),
+        completion_tokens=len(completion.token_ids),
+        prompt_tokens=len(output.prompt_token_ids) if output.prompt_token_ids is not None else None,
+    )
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model: str, sampling: Sampling, tensor_parallel_size: int = 1, batch_size: int = 1024, seed: int = 0) -> None:
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as err:
+            raise UsageError("--backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'") from err
+        self.SamplingParams = SamplingParams
+        self.sampling = sampling
+        self.batch_size = batch_size
+        self.llm = LLM(model=models.resolve(model), tensor_parallel_size=tensor_parallel_size, seed=seed)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def render(self, request: Request) -> str:
+        if request.raw:
+            return request.messages[0]["content"]
+        return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+
+    async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
+        # vLLM batches internally; chunks only bound how much finished work waits for the journal.
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            for result in await asyncio.to_thread(self._generate, chunk):
+                emit(result)
+
+    def _generate(self, chunk: Sequence[Request]) -> list[Result]:
+        prompts = [self.render(request) for request in chunk]
+        # Token ids, not text: vLLM would add a second BOS to templates that already start with one.
+        tokens = [{"prompt_token_ids": self.tokenizer(text, add_special_tokens=False)["input_ids"]} for text in prompts]
+        params = [self.SamplingParams(**sampling_kwargs(self.sampling, request.seed)) for request in chunk]
+        outputs = self.llm.generate(tokens, params, use_tqdm=False)
+        return [to_result(request, prompt, output) for request, prompt, output in zip(chunk, prompts, outputs)]
+
+    def close(self) -> None:
+        del self.llm

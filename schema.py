@@ -1,0 +1,94 @@
+"""The tables that flow between r1distill's stages, written down once.
+
+Every stage reads and writes these columns by the names defined here, so a rename happens in one place.
+
+Prompt table (input of `generate`, one row per problem):
+
+    prompt_id  string  unique key; the input's id column, or a stable hash of the problem text
+    problem    string  the question put to the teacher (required, never null)
+    answer     string  gold final answer, or null when unknown
+    ...                any other input columns, carried through to the traces unchanged
+
+Trace table (output of `generate`, one row per (prompt, sample)):
+
+    id                 string     unique row key, "<prompt_id>:<sample>"
+    prompt_id          string     the prompt this trace answers
+    sample             int32      0..n-1
+    problem            string     as in the prompt table
+    answer             string     gold answer or null
+    prompt             list<struct<role, content>>  the messages sent to the teacher
+    completion         string     the full generated text; when a server returns the thinking in a
+                                  separate field it is put back as "<think>\\n...\\n</think>\\n\\n" + answer
+    reasoning          string     the thinking text, or null when the completion has no thinking
+    response           string     the text after the thinking ("" when the thinking was cut off)
+    finish_reason      string     "stop", "length" (hit max_tokens) or "error" (failed after retries)
+    completion_tokens  int32      generated tokens, null when the server does not report them
+    prompt_tokens      int32      prompt tokens, null when unknown
+    model              string     the teacher model as given to `--model`
+    backend            string     transformers, openai or vllm
+    max_tokens         int32      the generation budget this row was made with
+    request_key        string     hash of everything that changes the output except max_tokens
+    error              string     why the request failed (finish_reason "error"), else null
+    created_at         timestamp  when the row was generated (UTC); the newest row wins on resume
+    ...                           the prompt table's extra columns
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+PROMPT_ID = "prompt_id"
+PROBLEM = "problem"
+ANSWER = "answer"
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_ERROR = "error"
+FINISH_REASONS = (FINISH_STOP, FINISH_LENGTH, FINISH_ERROR)
+
+MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+TRACE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field(PROMPT_ID, pa.string(), nullable=False),
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field(PROBLEM, pa.string(), nullable=False),
+        pa.field(ANSWER, pa.string()),
+        pa.field("prompt", MESSAGES, nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("reasoning", pa.string()),
+        pa.field("response", pa.string(), nullable=False),
+        pa.field("finish_reason", pa.string(), nullable=False),
+        pa.field("completion_tokens", pa.int32()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("max_tokens", pa.int32(), nullable=False),
+        pa.field("request_key", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+TRACE_COLUMNS = tuple(TRACE_SCHEMA.names)
+
+
+def stable_id(text: str) -> str:
+    """A short id that depends only on `text`, the same on every machine and run.
+
+    >>> stable_id("What is 1+1?")
+    '31adf3e245f99d7b'
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def trace_id(prompt_id: str, sample: int) -> str:
+    """The unique key of one trace row.
+
+    >>> trace_id("gsm8k-12", 3)
+    'gsm8k-12:3'
+    """
+    return f"{prompt_id}:{sample}"
