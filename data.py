@@ -175,10 +175,11 @@ def load_prompts(
         ids = frame[id_column].cast(pl.String)
         if ids.null_count():
             raise UsageError(f"{source}: column '{id_column}' is null at row {int(ids.is_null().arg_max())}; give every row an id")
-        duplicated = ids.is_duplicated()
-        if duplicated.any():
-            row = int(duplicated.arg_max())
-            raise UsageError(f"{source}: column '{id_column}' has duplicate id '{ids[row]}' (first at row {row}); ids must be unique")
+        repeated = ~ids.is_first_distinct()
+        if repeated.any():
+            row = int(repeated.arg_max())
+            first = int((ids == ids[row]).arg_max())
+            raise UsageError(f"{source}: column '{id_column}' has duplicate id '{ids[row]}' at row {row} (first at row {first}); ids must be unique")
     else:
         ids = problems.map_elements(stable_id, return_dtype=pl.String)
     prompt = prompt.with_columns(ids.alias(PROMPT_ID)).select(PROMPT_ID, PROBLEM, ANSWER)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -158,6 +159,8 @@ class GenerateConfig:
                 problems.append(f"--base-url must start with http:// or https://, got {bad[0]!r}")
         elif self.base_urls:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
+        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            problems.append("--backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'")
         if self.data_parallel_size > 1 and self.backend != "vllm":
             problems.append("--data-parallel-size only applies to --backend vllm (use --shard for the others)")
         if Path(self.output).exists() and not Path(self.output).is_dir():

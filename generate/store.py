@@ -160,6 +160,8 @@ class TraceStore:
         """Drop rows that a newer row with the same id superseded; returns how many were dropped."""
         with open(self.out / JOURNAL_DIR / "compact.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in self.out.glob(".traces-*.tmp"):
+                stale.unlink()
             files = sorted(self.out.glob(SHARD_GLOB))
             if not files:
                 return 0

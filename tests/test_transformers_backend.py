@@ -1,0 +1,62 @@
+"""The transformers backend with tiny random models, and once with the real embedded SmolLM2."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from conftest import run_cli, write_jsonl
+from r1distill.generate import GenerateConfig, generate
+
+
+def _problems(tmp_path, count=3):
+    return write_jsonl(tmp_path / "p.jsonl", [{"id": f"p{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(count)])
+
+
+def test_batched_sampling_writes_one_row_per_prompt_and_sample(tmp_path, tiny_model):
+    cfg = GenerateConfig(str(_problems(tmp_path)), str(tmp_path / "out"), model=str(tiny_model), num_samples=2, max_tokens=12, batch_size=4)
+    summary = generate(cfg)
+    traces = pl.read_parquet(tmp_path / "out" / "*.parquet").sort("id")
+    assert traces["id"].to_list() == [f"p{i}:{s}" for i in range(3) for s in range(2)]
+    # A random model practically never emits its stop token: every row runs to the budget.
+    assert traces["finish_reason"].unique().to_list() == ["length"]
+    assert traces["completion_tokens"].to_list() == [12] * 6
+    assert all(n > 20 for n in traces["prompt_tokens"].to_list())
+    assert traces["answer"].to_list() == ["0", "0", "2", "2", "4", "4"]
+    assert (summary.present, summary.truncated, summary.completion_tokens) == (6, 6, 72)
+
+
+def test_stop_tokens_end_a_completion(tmp_path, tiny_stopping_model):
+    cfg = GenerateConfig(str(_problems(tmp_path, 2)), str(tmp_path / "out"), model=str(tiny_stopping_model), temperature=0, max_tokens=8)
+    generate(cfg)
+    traces = pl.read_parquet(tmp_path / "out" / "*.parquet")
+    assert traces["finish_reason"].to_list() == ["stop", "stop"]
+    assert traces["completion_tokens"].to_list() == [0, 0]
+    assert traces["completion"].to_list() == ["", ""]
+
+
+def test_a_template_that_prefills_think_puts_a_cut_off_completion_in_reasoning(tmp_path, tiny_think_model):
+    cfg = GenerateConfig(str(_problems(tmp_path, 1)), str(tmp_path / "out"), model=str(tiny_think_model), max_tokens=6)
+    generate(cfg)
+    row = pl.read_parquet(tmp_path / "out" / "*.parquet").row(0, named=True)
+    assert row["finish_reason"] == "length"
+    assert row["reasoning"] == row["completion"].strip() and row["response"] == ""
+
+
+def test_same_seed_same_completions(tmp_path, tiny_model):
+    texts = []
+    for run in ("a", "b"):
+        cfg = GenerateConfig(str(_problems(tmp_path, 2)), str(tmp_path / run), model=str(tiny_model), max_tokens=8, seed=3)
+        generate(cfg)
+        texts.append(pl.read_parquet(tmp_path / run / "*.parquet").sort("id")["completion"].to_list())
+    assert texts[0] == texts[1]
+
+
+def test_real_smollm2_answers_a_question_through_the_cli(tmp_path):
+    source = write_jsonl(tmp_path / "p.jsonl", [{"problem": "What is 2+3?", "answer": "5"}])
+    out = tmp_path / "out"
+    result = run_cli("generate", str(source), "-o", str(out), "--prompt-template", "{problem}", "--temperature", "0", "--max-tokens", "24")
+    assert result.returncode == 0, result.stderr
+    row = pl.read_parquet(out / "*.parquet").row(0, named=True)
+    assert row["model"] == "smollm2-135m" and row["finish_reason"] == "stop"
+    assert "5" in row["response"] and row["reasoning"] is None
+    assert "rows" in result.stderr and "1 / 1" in result.stderr

@@ -1,0 +1,43 @@
+"""The vLLM backend's request and response mapping, checked without vLLM installed."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_jsonl
+from r1distill.cli import app
+from r1distill.generate.backends import Request, Sampling
+from r1distill.generate.backends.vllm_offline import sampling_kwargs, to_result
+
+
+def _output(text: str, finish: str, tokens: int, prompt_tokens: int):
+    # The attributes of vllm.RequestOutput / vllm.CompletionOutput that the backend reads.
+    completion = SimpleNamespace(text=text, finish_reason=finish, token_ids=list(range(tokens)))
+    return SimpleNamespace(outputs=[completion], prompt_token_ids=list(range(prompt_tokens)))
+
+
+def test_sampling_params_carry_the_per_request_seed_and_keep_special_tokens():
+    kwargs = sampling_kwargs(Sampling(max_tokens=1024, temperature=0.6, top_p=0.95), seed=11)
+    assert kwargs == {"n": 1, "max_tokens": 1024, "temperature": 0.6, "top_p": 0.95, "seed": 11, "skip_special_tokens": False}
+
+
+def test_outputs_map_to_results():
+    request = Request("p:0", [{"role": "user", "content": "q"}])
+    stopped = to_result(request, "<|user|>q<|assistant|><think>\n", _output("a\n</think>\nb", "stop", 5, 9))
+    assert (stopped.key, stopped.text, stopped.finish_reason, stopped.completion_tokens, stopped.prompt_tokens) == ("p:0", "a\n</think>\nb", "stop", 5, 9)
+    assert stopped.prefilled_think
+    cut = to_result(request, "plain prompt", _output("abc", "length", 7, 3))
+    assert cut.finish_reason == "length" and not cut.prefilled_think
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="checks the message shown when vLLM is absent")
+def test_choosing_vllm_without_it_installed_is_a_one_line_error(tmp_path):
+    source = write_jsonl(tmp_path / "p.jsonl", [{"problem": "q"}])
+    result = CliRunner().invoke(app, ["generate", str(source), "-o", str(tmp_path / "out"), "--backend", "vllm"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'"
+    assert not (tmp_path / "out").exists()
