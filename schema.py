@@ -27,7 +27,7 @@ Trace table (output of `generate`, one row per (prompt, sample)):
     model              string     the teacher model as given to `--model`
     backend            string     transformers, openai or vllm
     max_tokens         int32      the generation budget this row was made with
-    request_key        string     hash of everything that changes the output except max_tokens
+    request_key        string     hash of the settings that change the output (not max_tokens)
     error              string     why the request failed (finish_reason "error"), else null
     created_at         timestamp  when the row was generated (UTC); the newest row wins on resume
     ...                           the prompt table's extra columns
@@ -74,6 +74,14 @@ TRACE_SCHEMA = pa.schema(
     ]
 )
 TRACE_COLUMNS = tuple(TRACE_SCHEMA.names)
+
+
+def trace_table(rows: list[dict]) -> pa.Table:
+    """A trace table (TRACE_SCHEMA columns only) from row dicts.
+
+    Built column by column: several times faster than `pa.Table.from_pylist` for the nested `prompt`.
+    """
+    return pa.table([pa.array([row[f.name] for row in rows], type=f.type) for f in TRACE_SCHEMA], schema=TRACE_SCHEMA)
 
 
 def stable_id(text: str) -> str:

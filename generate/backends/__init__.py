@@ -25,7 +25,7 @@ class Sampling:
     """Nucleus sampling mass."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """One completion to generate: one sample of one prompt."""
 
@@ -39,7 +39,7 @@ class Request:
     """Per-request seed where the backend supports one, so a rerun can reproduce a sample."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """What a backend produced for one request."""
 
