@@ -7,11 +7,12 @@ at concurrency 64, 256 and 1024.
 The server is a minimal keep-alive HTTP/1.1 responder in its own process (one core) that returns the
 same chat completion to every POST, so the client side (the other core) is what is measured.
 Three clients run side by side in one run, alternating, best of `--repeats`:
-- bare loop: the floor, posting the bodies generate() sends (same messages and sampling parameters);
+- bare loop: the floor: aiohttp workers that encode, post, read and decode the JSON bodies that
+  generate() sends (same messages and sampling parameters), built before the clock starts;
 - backend: OpenAIBackend.run with a no-op emit (HTTP, retries bookkeeping, reply parsing);
 - generate(): the whole stage (input loading, planning, journal, Parquet shards, progress, manifest).
 
-    python benchmarks/openai_client.py [--requests 20000] [--repeats 3]
+    python benchmarks/openai_client.py [--requests 100000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -79,13 +80,13 @@ def _problems(requests: int) -> list[str]:
     return [f"What is {i}*7?" for i in range(requests)]
 
 
-async def _bare_loop(url: str, bodies: list[bytes], concurrency: int) -> None:
-    remaining = iter(bodies)
+async def _bare_loop(url: str, payloads: list[dict], concurrency: int) -> None:
+    remaining = iter(payloads)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers={"Content-Type": "application/json"}) as session:
 
         async def worker():
-            for body in remaining:
-                async with session.post(url + "/chat/completions", data=body) as reply:
+            for payload in remaining:
+                async with session.post(url + "/chat/completions", data=orjson.dumps(payload)) as reply:
                     orjson.loads(await reply.read())["choices"][0]["message"]["content"]
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -98,9 +99,9 @@ def _requests(requests: int) -> list[Request]:
 
 def run_bare(url: str, requests: int, concurrency: int) -> float:
     backend = OpenAIBackend("m", SAMPLING, [url])
-    bodies = [orjson.dumps(backend.payload(request)) for request in _requests(requests)]
+    payloads = [backend.payload(request) for request in _requests(requests)]
     started = time.perf_counter()
-    asyncio.run(_bare_loop(url, bodies, concurrency))
+    asyncio.run(_bare_loop(url, payloads, concurrency))
     return requests / (time.perf_counter() - started)
 
 
@@ -133,7 +134,7 @@ def run_generate(url: str, requests: int, concurrency: int, workdir: Path) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--requests", type=int, default=100000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256, 1024])
     args = parser.parse_args()

@@ -208,8 +208,9 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     cfg.check()
     if cfg.backend == "vllm" and cfg.data_parallel_size > 1:
         return _data_parallel(cfg, started)
-    prompts = _my_prompts(cfg)
-    plan = _plan(prompts, cfg)
+    with _fewer_collections():
+        prompts = _my_prompts(cfg)
+        plan = _plan(prompts, cfg)
     api_key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
     index, count = cfg.shard_parts()
     out = Path(cfg.output)
@@ -244,7 +245,7 @@ def _plan(prompts: pl.DataFrame, cfg: GenerateConfig) -> list[_Planned]:
     settings = orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed])
     raw = cfg.template == "r1-zero"
     plan = []
-    for prompt_id, problem, answer in prompts.select(PROMPT_ID, PROBLEM, ANSWER).iter_rows():
+    for prompt_id, problem, answer in zip(prompts[PROMPT_ID].to_list(), prompts[PROBLEM].to_list(), prompts[ANSWER].to_list()):
         messages = build_messages(problem, cfg.template, cfg.system, cfg.prompt_template)
         # The sample index is in the row id, so one key per prompt covers every setting that matters.
         key = hashlib.sha256(settings + orjson.dumps([prompt_id, messages])).hexdigest()[:32]
@@ -321,8 +322,9 @@ def _fewer_collections():
 
     The plan is hundreds of thousands of long-lived objects and every HTTP request allocates dozens:
     with the default thresholds the collector rescans them so often that it costs a quarter of the
-    client's throughput (benchmarks/openai_client.py). Freezing the plan and collecting young objects
-    every 50k allocations instead of 700 removes that; cycles are still collected.
+    client's throughput and most of the planning time (benchmarks/openai_client.py). Freezing what
+    exists and collecting young objects every 50k allocations instead of 700 removes that; cycles
+    are still collected.
     """
     thresholds = gc.get_threshold()
     gc.freeze()
