@@ -47,7 +47,7 @@ def main(
 
 @app.command()
 def generate(
-    input: Annotated[str, typer.Argument(help=INPUT_HELP, show_default=False)],
+    input: Annotated[str, typer.Argument(help=INPUT_HELP, metavar="INPUT", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (Parquet shards + manifest.json). Rerunning the same command resumes into it.", show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", help="Teacher: 'smollm2-135m' (embedded, offline), a Hub id or local folder, or the model name a server serves.")] = "smollm2-135m",
     backend: Annotated[str, typer.Option(help="transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek API) or vllm (offline on local GPUs).")] = "transformers",
