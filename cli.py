@@ -130,5 +130,97 @@ def generate(
         raise typer.Exit(1)
 
 
+@app.command(name="filter")
+def filter_(
+    input: Annotated[str, typer.Argument(help="Trace table: a `r1distill generate` output folder, or any dataset with problem and completion columns.", metavar="INPUT", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="New output folder, laid out as a Hugging Face dataset repository (data/, scored/, stats.json, README.md).", show_default=False)],
+    check: Annotated[Optional[list[str]], typer.Option("--check", help="A check every kept row must pass; repeat it. accuracy, format, language, length, truncated, repetition [default: accuracy format language truncated repetition].")] = None,
+    accuracy: Annotated[str, typer.Option(help="Answer check: math (Math-Verify against the gold answer), choice (multiple-choice letters) or exact (string).")] = "math",
+    accuracy_column: Annotated[Optional[str], typer.Option(help="Column naming the answer check per row (math, choice or exact).")] = None,
+    lenient_format: Annotated[bool, typer.Option(help="Accept completions of templates that pre-fill <think> (no opening tag).")] = False,
+    language: Annotated[str, typer.Option(help="Target language of the reasoning (language check): en, zh, ...")] = "en",
+    min_language_share: Annotated[float, typer.Option(help="Least share of the reasoning's words in the target language.")] = 0.95,
+    min_tokens: Annotated[Optional[int], typer.Option(help="Fewest completion tokens (length check).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Most completion tokens (length check).")] = None,
+    max_repetition: Annotated[float, typer.Option(help="Largest 4-gram repetition ratio (repetition check).")] = 0.5,
+    keep: Annotated[str, typer.Option(help="Rejection sampling among a prompt's passing samples: all, first:K or shortest:K.")] = "all",
+    min_pass_rate: Annotated[float, typer.Option(help="Drop prompts whose pass rate (correct / samples) is lower: too hard.")] = 0.0,
+    max_pass_rate: Annotated[float, typer.Option(help="Drop prompts whose pass rate is higher: too easy (RL prompt sets use e.g. 0.8).")] = 1.0,
+    dedup: Annotated[str, typer.Option(help="Problem dedup: none, exact (normalised text) or near (MinHash LSH).")] = "exact",
+    dedup_threshold: Annotated[float, typer.Option(help="Jaccard similarity above which problems are near duplicates.")] = 0.8,
+    decontaminate: Annotated[Optional[list[str]], typer.Option("--decontaminate", help="Benchmark file or Hub dataset whose problems must not leak in; repeat it.")] = None,
+    ngram: Annotated[int, typer.Option(help="Word n-gram length for decontamination.")] = 8,
+    non_reasoning: Annotated[Optional[str], typer.Option(help="Conversations without thinking to mix in (a messages column, or problem/prompt and response columns).")] = None,
+    non_reasoning_ratio: Annotated[Optional[float], typer.Option(help="Non-reasoning rows per kept reasoning row (R1: about 0.33).")] = None,
+    non_reasoning_count: Annotated[Optional[int], typer.Option(help="Non-reasoning rows to add, instead of a ratio.")] = None,
+    no_think: Annotated[str, typer.Option(help="Render non-reasoning answers with no think block (none) or an empty one (empty).")] = "none",
+    timeout: Annotated[float, typer.Option(help="Seconds Math-Verify may spend on one answer; then the row's verdict is 'timeout'.")] = 5.0,
+    workers: Annotated[Optional[int], typer.Option(help="Math-Verify worker processes [default: the usable cores].")] = None,
+    batch_rows: Annotated[int, typer.Option(help="Rows per streaming batch (bounds memory).")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the non-reasoning sample.")] = 0,
+) -> None:
+    """Score traces with rule rewards, keep the good ones, and write an SFT-ready dataset.
+
+    Every input row is judged by each check (the same rewards `r1distill rl` optimises); rows that
+    fail a check, prompts that are duplicates, contaminated or outside the pass-rate band, and samples
+    beyond --keep are dropped, each counted under its first reason in stats.json and the card.
+    """
+    from r1distill.filter.run import FilterConfig, filter_traces, print_summary
+
+    cfg = FilterConfig(
+        input=input,
+        output=str(output),
+        **({"checks": list(check)} if check else {}),
+        accuracy=accuracy,
+        accuracy_column=accuracy_column,
+        lenient_format=lenient_format,
+        language=language,
+        min_language_share=min_language_share,
+        min_tokens=min_tokens,
+        max_tokens=max_tokens,
+        max_repetition=max_repetition,
+        keep=keep,
+        min_pass_rate=min_pass_rate,
+        max_pass_rate=max_pass_rate,
+        dedup=dedup,
+        dedup_threshold=dedup_threshold,
+        decontaminate=list(decontaminate or []),
+        ngram=ngram,
+        non_reasoning=non_reasoning,
+        non_reasoning_ratio=non_reasoning_ratio,
+        non_reasoning_count=non_reasoning_count,
+        no_think=no_think,
+        timeout=timeout,
+        workers=workers,
+        batch_rows=batch_rows,
+        seed=seed,
+        command=["r1distill", *sys.argv[1:]],
+    )
+    try:
+        summary = filter_traces(cfg)
+    except UsageError as err:
+        _fail(str(err))
+    print_summary(summary)
+
+
+@app.command()
+def push(
+    folder: Annotated[Path, typer.Argument(help="A `r1distill filter` or `generate` output folder.", metavar="DIR", show_default=False)],
+    repo_id: Annotated[str, typer.Option(help="Dataset repository on the Hub, like 'user/name'.", show_default=False)],
+    private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+) -> None:
+    """Upload an output folder to the Hugging Face Hub as a dataset repository.
+
+    The token comes from HF_TOKEN or `hf auth login` and is never printed.
+    """
+    from r1distill.hub import push as push_folder
+
+    try:
+        url = push_folder(folder, repo_id, private)
+    except UsageError as err:
+        _fail(str(err))
+    typer.echo(url)
+
+
 if __name__ == "__main__":
     app()

@@ -62,8 +62,8 @@ class RowProgress:
         self._show()
         self.progress.stop()
 
-    def advance(self, tokens: int, failed: bool) -> None:
-        self.rows += 1
+    def advance(self, tokens: int = 0, failed: bool = False, rows: int = 1) -> None:
+        self.rows += rows
         self.tokens += tokens
         self.failed += failed
         if time.monotonic() - self._shown >= 0.1:

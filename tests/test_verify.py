@@ -1,0 +1,30 @@
+"""Math accuracy in killable worker processes: verdicts, the string fast path, and timeouts."""
+
+from __future__ import annotations
+
+import time
+
+from r1distill.filter.verify import VerifierPool
+
+
+def test_verdicts():
+    golds = ["\\frac{1}{2}", "\\frac{1}{2}", "12", "12", None, "\\"]
+    responses = ["So \\boxed{0.5}.", "The answer is \\boxed{\\frac{1}{3}}.", "\\boxed{12}", "I do not know.", "\\boxed{3}", "\\boxed{3}"]
+    with VerifierPool(workers=2, timeout=10) as pool:
+        verdicts = [j.verdict for j in pool.judge(golds, responses)]
+        scores = [j.score for j in pool.judge(golds, responses)]
+    assert verdicts == ["correct", "incorrect", "correct", "no_answer", "no_gold", "gold_unparseable"]
+    assert scores == [1.0, 0.0, 1.0, 0.0, None, None]
+
+
+def test_a_pathological_answer_times_out_and_the_rest_goes_on():
+    golds = ["1", "1", "7", "7"]
+    responses = ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{1}", "\\boxed{7.0}", "\\boxed{8}"]
+    started = time.monotonic()
+    with VerifierPool(workers=1, timeout=1.0) as pool:
+        verdicts = [j.verdict for j in pool.judge(golds, responses)]
+        again = [j.verdict for j in pool.judge(["2"], ["\\boxed{2.0}"])]
+        assert pool.timeouts == 1
+    assert verdicts == ["timeout", "correct", "correct", "incorrect"]
+    assert again == ["correct"], "the replacement worker keeps working"
+    assert time.monotonic() - started < 30
