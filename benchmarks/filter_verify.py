@@ -41,10 +41,9 @@ def _variants(answer: str) -> list[str]:
         equivalent = f"{float(value):.6g}" if value.denominator != 1 else f"{value.numerator}.0"
         wrong = str(value + 1)
     except ValueError:
-        if answer.startswith("\\frac{") and answer.count("{") == 2:
-            numerator, denominator = answer[6:-1].split("}{")
-            if numerator.isdigit() and denominator.isdigit():
-                equivalent = f"{int(numerator) / int(denominator):.6g}"
+        parts = answer.removeprefix("\\frac{").removesuffix("}").split("}{")
+        if answer.startswith("\\frac{") and len(parts) == 2 and all(p.isdigit() for p in parts):
+            equivalent = f"{int(parts[0]) / int(parts[1]):.6g}"
     return [answer, f"$ {answer} $", equivalent, wrong]
 
 

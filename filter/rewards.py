@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import re
+import string
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from r1distill.generate.prompts import THINK_CLOSE, THINK_OPEN, split_reasoning
@@ -43,8 +44,9 @@ def completion_text(completion: Any) -> str:
 
 
 def aligned_rows(completions: list, **columns: Any) -> Iterator[tuple]:
-    """(completion text, *values of `columns`) per completion. A column (list or tuple) must have one
-    value per completion; anything else, like an option `language="zh"`, is repeated for every row.
+    """(completion text, *values of `columns`) per completion. A column (a list, tuple, Series: anything
+    with a length but a string) must have one value per completion; any other value, like the option
+    `language="zh"`, is repeated for every row.
 
     >>> list(aligned_rows([[{"role": "assistant", "content": "4"}], "5"], answer=["4", "4"], lenient=True))
     [('4', '4', True), ('5', '4', True)]
@@ -52,7 +54,7 @@ def aligned_rows(completions: list, **columns: Any) -> Iterator[tuple]:
     n = len(completions)
     aligned = []
     for name, value in columns.items():
-        if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
             value = [value] * n
         elif len(value) != n:
             raise ValueError(f"column {name!r} has {len(value)} values for {n} completions")
@@ -77,15 +79,17 @@ def split_thinking(completion: str) -> tuple[str | None, str]:
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?:\s*(\{)|\s+([^\s{}$]+))")
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 
 
 def _boxed_content(text: str) -> str | None:
     r"""The argument of the last \boxed / \fbox, or None when there is none or it never closes."""
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     match = _BOXED.match(text, start) if start >= 0 else None
-    if match is None or match.group(2) is not None:  # no \boxed{, or "\boxed 5"
-        return match.group(2) if match else None
+    if match is None:
+        return None
+    if match.group(2) is not None:  # "\boxed 5"
+        return match.group(2)
     depth = 0
     # Only braces and escapes are visited (escaped braces like \{1,2\} are literal): one linear scan,
     # no recursion, whatever the nesting depth.
@@ -114,8 +118,12 @@ def extract_final_answer(response: str) -> str | None:
     boxed = _boxed_content(response)
     if boxed is not None:
         return boxed.strip() or None
-    blocks = _ANSWER_BLOCK.findall(response)
-    return (blocks[-1].strip() or None) if blocks else None
+    # rfind/find rather than a regex: a loop of unclosed <answer> tags must not cost quadratic time
+    start = response.rfind(_ANSWER_OPEN)
+    end = response.find(_ANSWER_CLOSE, start)
+    if start < 0 or end < 0:
+        return None
+    return response[start + len(_ANSWER_OPEN) : end].strip() or None
 
 
 def _format(text: str, lenient: bool) -> Judgement:
@@ -300,21 +308,19 @@ _LETTER = re.compile(r"[\s(\[{*]*([A-Ja-j])[\s)\]}*.:]*")
 _CHOICE_PHRASE = re.compile(
     r"(?i:answer|option|choice)(?:\s+is)?\s*[:：]?\s*(?:\*\*)?\s*(?:\(([A-Ja-j])\)|([A-J])(?![A-Za-z0-9]))"
 )
+_AROUND_ANSWER = string.whitespace + "$*"
 _ANSWER_LABEL = re.compile(r"^(?:\*\*)?(?:final\s+)?answer(?:\s+is)?\s*[:：]?\s*(?:\*\*)?\s*", re.IGNORECASE)
 
 
 def normalize_answer(text: str) -> str:
-    r"""The form answers are compared in: \text{} wrappers, surrounding $ and * and a trailing period
+    r"""The form answers are compared in: \text{} wrappers, surrounding $ and * and trailing periods
     dropped, all whitespace removed, case-folded.
 
     >>> normalize_answer(r" $\text{New York}$. ")
     'newyork'
     """
-    text = _TEXT_WRAPPER.sub(r"\1", text)
-    previous = None
-    while text != previous:
-        previous = text
-        text = text.strip().removesuffix(".").strip().strip("$*")
+    # str.strip, not a loop or regex: linear even for a trace that ends in a million periods
+    text = _TEXT_WRAPPER.sub(r"\1", text).rstrip(_AROUND_ANSWER + ".").lstrip(_AROUND_ANSWER)
     return "".join(text.split()).casefold()
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import doctest
 
+import polars as pl
 import pytest
 
 import r1distill.filter.rewards as rewards
 from r1distill.filter.rewards import (
     JUDGES,
     Judgement,
+    aligned_rows,
     completion_text,
     extract_final_answer,
     judge_choice,
@@ -75,9 +77,32 @@ def test_split_thinking(completion, expected):
     assert split_thinking(completion) == expected
 
 
-def test_a_misaligned_column_is_an_error():
+def test_columns_are_aligned_and_options_repeated():
+    rows = list(aligned_rows(["a", chat("b")], answer=("x", None), finish_reason=pl.Series(["stop", "length"]), n=3))
+    assert rows == [("a", "x", "stop", 3), ("b", None, "length", 3)]
     with pytest.raises(ValueError, match="finish_reason"):
         judge_truncated(["a", "b"], finish_reason=["stop"])
+
+
+# Texts that make naive regexes, loops or recursion blow up, each 1 MB.
+PATHOLOGICAL = {
+    "periods": "Answer: C" + "." * MB,
+    "unclosed answer tags": "<answer>" * (MB // 8),
+    "dollars and periods": "$." * (MB // 2),
+    "unclosed boxes": "\\boxed{" * (MB // 7),
+    "answer phrases": "the answer is " * (MB // 14),
+    "unclosed tags": "<a" * (MB // 2),
+    "backslashes": "\\" * MB,
+}
+
+
+@pytest.mark.timeout(10)  # each takes well under a second; quadratic code takes minutes
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_every_judge_is_linear_on_pathological_text(name):
+    text = PATHOLOGICAL[name]
+    for judge in JUDGES.values():
+        [judgement] = judge([text], answer=["C"], finish_reason=["length"])
+        assert isinstance(judgement, Judgement)
 
 
 # --- extract_final_answer -----------------------------------------------------------------------
@@ -270,7 +295,7 @@ def test_repetition_verdicts():
     assert judge_repetition(["", "too short", r1("First add.", "Then halve.")]) == [Judgement(1.0, "ok")] * 3
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(10)
 def test_repetition_of_a_1mb_loop_is_flagged_in_linear_time():
     loop = r1("Wait, let me recompute. " * (MB // 24 + 1), "")
     assert len(loop) > MB
@@ -354,10 +379,12 @@ def test_exact_reads_the_response_not_the_thinking():
     assert one(judge_exact, r1("x", "y\n" * (MB // 2) + r"\boxed{42}"), answer="42").verdict == "correct"
 
 
+@pytest.mark.timeout(10)
 def test_normalize_answer():
     assert normalize_answer(r" $\text{New York}$. ") == normalize_answer("new york") == "newyork"
     assert normalize_answer("**42**") == "42"
-    assert normalize_answer("4.2") == "4.2"  # only a trailing period goes
+    assert normalize_answer("4.2") == "4.2"  # only trailing periods go
+    assert normalize_answer("Paris..." + "." * MB) == "paris"
 
 
 # --- registry and TRL functions -----------------------------------------------------------------
