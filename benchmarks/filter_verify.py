@@ -7,8 +7,7 @@ as the input grows 10x and 100x.
 
 Traces are built from MATH-500's worked solutions (../shared/data/benchmarks/math500_test.jsonl,
 never copied into the repository): each solution is wrapped in a think block and followed by a boxed
-final answer in one of four forms per problem: the gold answer as written, the gold with spacing and
-$ signs, an equivalent form where one exists (2 -> 2.0, a fraction -> a decimal), and a wrong answer.
+final answer in one of four forms per problem: the gold answer as written, the gold with spaces around it, an equivalent form where one exists (2 -> 2.0, a fraction -> a decimal), and a wrong answer.
 
     python benchmarks/filter_verify.py [--data ../shared/data/benchmarks/math500_test.jsonl]
 """
@@ -44,7 +43,7 @@ def _variants(answer: str) -> list[str]:
         parts = answer.removeprefix("\\frac{").removesuffix("}").split("}{")
         if answer.startswith("\\frac{") and len(parts) == 2 and all(p.isdigit() for p in parts):
             equivalent = f"{int(parts[0]) / int(parts[1]):.6g}"
-    return [answer, f"$ {answer} $", equivalent, wrong]
+    return [answer, f" {answer} ", equivalent, wrong]
 
 
 def build_traces(data: Path, folder: Path, copies: int = 1) -> int:
@@ -109,24 +108,29 @@ def _peak_of_fresh_process(folder: Path, out: Path, checks: list[str]) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--copies", type=int, default=10, help="copies of MATH-500 in the throughput comparison")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100], help="copies of MATH-500 in the memory runs")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"{args.data}: not found; pass --data with MATH-500's test.jsonl")
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        rows = build_traces(args.data, work / "x1")
-        naive_rate, naive_verdicts = naive(work / "x1")
-        rate, _, verdicts = r1distill_filter(work / "x1", work / "out-accuracy", ["accuracy"])
-        same = sum((verdicts[i] == "correct") == correct for i, correct in naive_verdicts.items())
-        print(f"\n{rows} rows from MATH-500 ({sum(naive_verdicts.values())} correct by the naive loop)\n")
-        print("| verifier | rows/s | vs naive | same verdicts |")
+        # Ten copies of MATH-500 x 4 answers: enough rows that start-up costs (interpreter, imports,
+        # worker processes) do not decide the comparison; the copies are distinct prompts.
+        rows = build_traces(args.data, work / "x10", copies=args.copies)
+        naive_rate, naive_verdicts = naive(work / "x10")
+        rate, _, verdicts = r1distill_filter(work / "x10", work / "out-accuracy", ["accuracy"])
+        differ = [i for i, correct in naive_verdicts.items() if (verdicts[i] == "correct") != correct]
+        print(f"\n{rows:,} rows: MATH-500 x {args.copies} copies x 4 answers ({sum(naive_verdicts.values()):,} correct by the naive loop)\n")
+        print("| verifier | rows/s | vs naive | same verdict as naive |")
         print("|---|---:|---:|---:|")
         print(f"| naive loop (parse + verify per row, 1 process) | {naive_rate:,.0f} | 1.0x | - |")
-        print(f"| r1distill filter --check accuracy | {rate:,.0f} | {rate / naive_rate:.1f}x | {same}/{len(naive_verdicts)} |")
-        rate_all, _, _ = r1distill_filter(work / "x1", work / "out-default", [])
+        print(f"| r1distill filter --check accuracy | {rate:,.0f} | {rate / naive_rate:.1f}x | {len(naive_verdicts) - len(differ):,}/{len(naive_verdicts):,} |")
+        rate_all, _, _ = r1distill_filter(work / "x10", work / "out-default", [])
         print(f"| r1distill filter (default checks) | {rate_all:,.0f} | {rate_all / naive_rate:.1f}x | - |")
+        for row_id in differ[:5]:
+            print(f"  differs: {row_id}: r1distill {verdicts[row_id]}, naive {'correct' if naive_verdicts[row_id] else 'not correct'}")
 
         adversarial = work / "adversarial"
         adversarial.mkdir()
@@ -141,8 +145,8 @@ def main() -> None:
         print("|---|---:|---:|---:|")
         checks = ["format", "language", "truncated", "repetition"]
         for size in args.sizes:
-            folder = work / f"x{size}"
-            count = build_traces(args.data, folder, copies=size) if size > 1 else rows
+            folder = work / f"mem{size}"
+            count = build_traces(args.data, folder, copies=size)
             rate, peak = _peak_of_fresh_process(folder, work / f"out-mem-{size}", checks)
             print(f"| {size}x | {count:,} | {rate:,.0f} | {peak:,.0f} |", flush=True)
 

@@ -12,7 +12,13 @@ from r1distill.generate.prompts import R1_ZERO, build_messages, ends_inside_thin
 
 @pytest.mark.parametrize(
     "module",
-    ["r1distill.schema", "r1distill.generate.prompts", "r1distill.generate.backends.openai_compat", "r1distill.generate.backends.vllm_offline"],
+    [
+        "r1distill.schema",
+        "r1distill.generate.prompts",
+        "r1distill.generate.backends.openai_compat",
+        "r1distill.generate.backends.vllm_offline",
+        "r1distill.filter.verify",
+    ],
 )
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module))

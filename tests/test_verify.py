@@ -28,3 +28,14 @@ def test_a_pathological_answer_times_out_and_the_rest_goes_on():
     assert verdicts == ["timeout", "correct", "correct", "incorrect"]
     assert again == ["correct"], "the replacement worker keeps working"
     assert time.monotonic() - started < 30
+
+
+def test_fast_path_decides_only_what_is_certain():
+    from r1distill.filter.verify import fast_verdict
+
+    assert fast_verdict("\\frac{3}{4}", "\\boxed{0.75}").verdict == "correct"
+    assert fast_verdict("1,000", "\\boxed{1000}").verdict == "correct"
+    assert fast_verdict("12", "\\boxed{12.5}").verdict == "incorrect"
+    assert fast_verdict("12", "first \\boxed{12}, then \\boxed{13}") is None, "with two boxed answers Math-Verify decides"
+    assert fast_verdict("0.333333", "\\boxed{\\frac{1}{3}}") is None, "close values are left to Math-Verify's rounding"
+    assert fast_verdict("x^2", "\\boxed{x^2 + 0}") is None
