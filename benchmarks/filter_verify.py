@@ -63,7 +63,8 @@ def build_traces(data: Path, folder: Path, copies: int = 1) -> int:
                     }
                 )
     folder.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(rows).write_parquet(folder / "traces.parquet")
+    # Row groups of 1,000 rows, like the shards `r1distill generate` writes.
+    pl.DataFrame(rows).write_parquet(folder / "traces.parquet", row_group_size=1000)
     return len(rows)
 
 

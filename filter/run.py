@@ -36,7 +36,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from r1distill import __version__
@@ -214,21 +213,24 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
 class _Source:
     """A trace table read in Arrow batches, so inputs larger than memory stream through."""
 
-    def __init__(self, name: str, dataset: ds.Dataset | None, table: pa.Table | None) -> None:
+    def __init__(self, name: str, files: list[Path], table: pa.Table | None) -> None:
         self.name = name
-        self.dataset = dataset
+        self.files = files
         self.table = table
-        self.schema = dataset.schema if dataset is not None else table.schema
+        self.schema = pq.read_schema(files[0]) if files else table.schema
         self.columns = [c for c in INPUT_COLUMNS if c in self.schema.names]
 
     def batches(self, rows: int) -> Iterator[pa.RecordBatch]:
-        if self.dataset is not None:
-            yield from self.dataset.to_batches(columns=self.columns, batch_size=rows)
-        else:
+        if self.table is not None:
             yield from self.table.select(self.columns).to_batches(max_chunksize=rows)
+            return
+        # File by file, row group by row group, no read-ahead: memory stays at about one batch
+        # however large the input (pyarrow.dataset's scanner reads ahead by hundreds of MB).
+        for path in self.files:
+            yield from pq.ParquetFile(path).iter_batches(batch_size=rows, columns=self.columns)
 
     def count(self) -> int:
-        return self.dataset.count_rows() if self.dataset is not None else self.table.num_rows
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files) if self.table is None else self.table.num_rows
 
 
 def _open(source: str) -> _Source:
@@ -239,12 +241,18 @@ def _open(source: str) -> _Source:
         files = [path] if path.suffix == ".parquet" and path.exists() else []
     if files:
         try:
-            opened = _Source(source, ds.dataset([str(f) for f in files], format="parquet"), None)
+            opened = _Source(source, files, None)
+            for other in files[1:]:
+                missing = [c for c in opened.columns if c not in pq.read_schema(other).names]
+                if missing:
+                    raise UsageError(f"{other}: has no column '{missing[0]}' while {files[0].name} has; all shards need the same columns")
+        except UsageError:
+            raise
         except Exception as err:
             raise UsageError(f"{source}: cannot read its Parquet files: {str(err).splitlines()[0]}") from err
     else:
         frame = read_table(source, text_column="completion")
-        opened = _Source(source, None, frame.to_arrow())
+        opened = _Source(source, [], frame.to_arrow())
     missing = [c for c in ("problem", "completion") if c not in opened.schema.names]
     if missing:
         raise UsageError(f"{source}: no column '{missing[0]}' (columns: {', '.join(opened.schema.names)}); is it a `r1distill generate` output?")
@@ -394,15 +402,14 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
     """Pass 2: stream the kept rows into data/train-*.parquet, then the non-reasoning rows."""
     data = out / "data"
     data.mkdir(parents=True)
-    kept_ids = set(scored.filter("keep")["id"].to_list())
-    sources = dict(zip(scored["id"].to_list(), scored["source"].to_list()))
+    kept = scored.filter("keep").select("id", pl.col("source").alias("kept_source"))
     parts: list[Path] = []
     reasoning_rows = 0
     offset = 0
     for batch in source.batches(cfg.batch_rows):
         rows = _normalize(pl.from_arrow(batch), offset)
         offset += rows.height
-        rows = rows.filter(pl.col("id").is_in(kept_ids))
+        rows = rows.join(kept, on="id", how="inner", maintain_order="left")
         if rows.height == 0:
             continue
         prompts = rows["prompt"].to_list() if "prompt" in rows.columns else [None] * rows.height
@@ -416,7 +423,7 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
                 "prompt_id": rows["prompt_id"].to_list(),
                 "messages": messages,
                 "kind": ["reasoning"] * rows.height,
-                "source": [sources[i] or Path(source.name).name for i in rows["id"].to_list()],
+                "source": rows["kept_source"].fill_null(Path(source.name).name).to_list(),
             },
             schema=SFT_SCHEMA,
         )
