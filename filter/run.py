@@ -30,6 +30,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -268,7 +269,9 @@ def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFra
     """Pass 1: every row's scores and verdicts, and the first problem text of every prompt."""
     frames, problems = [], []
     offset = 0
-    with VerifierPool(**({"workers": cfg.workers} if cfg.workers else {}), timeout=cfg.timeout) as pool, RowProgress("filter: scoring", total=source.count()) as progress:
+    needs_math = "accuracy" in cfg.checks and (cfg.accuracy == "math" or cfg.accuracy_column is not None)
+    pool = VerifierPool(**({"workers": cfg.workers} if cfg.workers else {}), timeout=cfg.timeout) if needs_math else nullcontext()
+    with pool, RowProgress("filter: scoring", total=source.count()) as progress:
         for batch in source.batches(cfg.batch_rows):
             rows = _normalize(pl.from_arrow(batch), offset)
             offset += rows.height
@@ -304,20 +307,18 @@ def _judge(rows: pl.DataFrame, cfg: FilterConfig, pool: VerifierPool) -> pl.Data
     """Scores and verdicts of every enabled check for one batch, and the first check each row fails."""
     completions = rows["completion"].fill_null("").to_list()
     columns = {name: rows[name].to_list() for name in ("answer", "reasoning", "response", "finish_reason", "completion_tokens")}
+    options = {
+        "format": {"lenient": cfg.lenient_format},
+        "language": {"language": cfg.language, "min_share": cfg.min_language_share},
+        "length": {"min_tokens": cfg.min_tokens, "max_tokens": cfg.max_tokens},
+        "repetition": {"max_ratio": cfg.max_repetition},
+    }
     judged: dict[str, list[rewards.Judgement]] = {}
     for check in cfg.checks:
         if check == "accuracy":
             judged[check] = _accuracy(rows, cfg, pool)
-        elif check == "format":
-            judged[check] = rewards.JUDGES["format"](completions, lenient=cfg.lenient_format, **columns)
-        elif check == "language":
-            judged[check] = rewards.JUDGES["language"](completions, language=cfg.language, min_share=cfg.min_language_share, **columns)
-        elif check == "length":
-            judged[check] = rewards.JUDGES["length"](completions, min_tokens=cfg.min_tokens, max_tokens=cfg.max_tokens, **columns)
-        elif check == "repetition":
-            judged[check] = rewards.JUDGES["repetition"](completions, max_ratio=cfg.max_repetition, **columns)
         else:
-            judged[check] = rewards.JUDGES[check](completions, **columns)
+            judged[check] = rewards.JUDGES[check](completions, **options.get(check, {}), **columns)
     failed = [None] * rows.height
     for check in cfg.checks:
         for i, judgement in enumerate(judged[check]):

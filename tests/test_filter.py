@@ -168,3 +168,17 @@ def test_push_checks_everything_before_the_upload(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", refuse)
     result = runner.invoke(app, ["push", str(out), "--repo-id", "me/set"])
     assert result.exit_code == 2 and secret not in result.output and "401 Unauthorized" in result.stderr
+
+
+@pytest.mark.parametrize("setting, expected", [({"non_reasoning_ratio": 0.25}, 2), ({"non_reasoning_count": 3}, 3), ({}, 4)])
+def test_non_reasoning_mix_follows_ratio_or_count(tmp_path, setting, expected):
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"<think>\nhmm\n</think>\n\nhello {i}"}]} for i in range(4)])
+    out = tmp_path / "out"
+    filter_traces(FilterConfig(str(_traces(tmp_path / "t")), str(out), checks=["format"], non_reasoning=str(chat), **setting))
+    rows = pl.read_parquet(out / "data" / "*.parquet")
+    extra = rows.filter(pl.col("kind") == "non_reasoning")
+    assert extra.height == expected
+    # With the default rendering a non-reasoning answer carries no think block, even if the source had one.
+    assert all(m[-1]["content"].startswith("hello ") for m in extra["messages"].to_list())
+    # Only format is checked: p1's 4, p2's 3 and p4's 1 pass (p3 is a duplicate, p5 has no think block).
+    assert rows.filter(pl.col("kind") == "reasoning").height == 8
