@@ -21,10 +21,16 @@ import pyarrow as pa
 
 
 def _persisted_rows(out: Path) -> int:
-    """Rows a rerun would find: in shards, plus whole lines in journals."""
+    """Rows a rerun would find: in shards, plus whole lines in journals (read while the run rotates them)."""
+
+    def lines(path: Path) -> int:
+        try:
+            return path.read_bytes().count(b"\n")
+        except FileNotFoundError:  # turned into a shard since the glob; counted next poll
+            return 0
+
     shards = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in out.glob("traces-*.parquet"))
-    journal = sum(p.read_bytes().count(b"\n") for p in out.glob(f"{JOURNAL_DIR}/*/*.jsonl"))
-    return shards + journal
+    return shards + sum(lines(p) for p in out.glob(f"{JOURNAL_DIR}/*/*.jsonl"))
 
 
 def _start(source: Path, out: Path, url: str, concurrency: int) -> subprocess.Popen:
