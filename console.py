@@ -30,18 +30,18 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 class RowProgress:
-    """A progress bar over rows with generated tokens per second, failures and an ETA.
+    """A progress bar over rows with an ETA and, for generation, tokens per second and failures.
 
     Updates are throttled to ten a second so a fast server is never slowed down by the display.
     """
 
-    def __init__(self, description: str, total: int, done: int = 0) -> None:
+    def __init__(self, description: str, total: int, done: int = 0, generation: bool = True) -> None:
+        generation_columns = [TextColumn("{task.fields[rate]:>7.0f} tok/s"), TextColumn("{task.fields[failed]} failed")] if generation else []
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>7.0f} tok/s"),
-            TextColumn("{task.fields[failed]} failed"),
+            *generation_columns,
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),

@@ -271,7 +271,7 @@ def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFra
     offset = 0
     needs_math = "accuracy" in cfg.checks and (cfg.accuracy == "math" or cfg.accuracy_column is not None)
     pool = VerifierPool(**({"workers": cfg.workers} if cfg.workers else {}), timeout=cfg.timeout) if needs_math else nullcontext()
-    with pool, RowProgress("filter: scoring", total=source.count()) as progress:
+    with pool, RowProgress("filter: scoring", total=source.count(), generation=False) as progress:
         for batch in source.batches(cfg.batch_rows):
             rows = _normalize(pl.from_arrow(batch), offset)
             offset += rows.height

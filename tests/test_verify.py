@@ -39,3 +39,20 @@ def test_fast_path_decides_only_what_is_certain():
     assert fast_verdict("12", "first \\boxed{12}, then \\boxed{13}") is None, "with two boxed answers Math-Verify decides"
     assert fast_verdict("0.333333", "\\boxed{\\frac{1}{3}}") is None, "close values are left to Math-Verify's rounding"
     assert fast_verdict("x^2", "\\boxed{x^2 + 0}") is None
+
+
+def test_trl_style_accuracy_reward_scores_plain_and_conversational_completions():
+    from r1distill.filter.verify import MathAccuracyReward
+
+    reward = MathAccuracyReward(workers=1, timeout=5)
+    try:
+        completions = [
+            "<think>\n2+2\n</think>\n\nSo \\boxed{4}.",
+            [{"role": "assistant", "content": "<think>\nhmm\n</think>\n\n\\boxed{\\frac{8}{2}}"}],
+            "<think>\n\\boxed{4} is tempting\n</think>\n\nNo: \\boxed{5}.",
+            "no answer at all",
+        ]
+        assert reward(completions, answer=["4", "4", "4", None], trainer_state=None) == [1.0, 1.0, 0.0, None]
+        assert reward.__name__ == "accuracy_reward"
+    finally:
+        reward.close()
