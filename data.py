@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from r1distill.errors import UsageError
-from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, stable_id
+from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, TRACE_COLUMNS, stable_id
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,9 @@ def load_prompts(
         row = 0
         raise UsageError(f"{source}: column '{problem_column}' must hold text, row {row} holds {problems.dtype}")
 
+    for option, column in (("--answer-column", answer_column), ("--id-column", id_column)):
+        if column and frame[column].dtype.is_nested():
+            raise UsageError(f"{source}: column '{column}' holds {frame[column].dtype}, not text or numbers; name another with {option}")
     prompt = pl.DataFrame({PROBLEM: problems})
     prompt = prompt.with_columns(
         (frame[answer_column].cast(pl.String) if answer_column else pl.lit(None, pl.String)).alias(ANSWER)
@@ -186,7 +189,8 @@ def load_prompts(
 
     used = {problem_column, answer_column, id_column}
     extra = frame.select([c for c in frame.columns if c not in used])
-    clashes = [c for c in extra.columns if c in prompt.columns]
+    # An input column named like a trace column ("prompt", "response", "model"...) would be written twice.
+    clashes = [c for c in extra.columns if c in TRACE_COLUMNS]
     if clashes:
         extra = extra.rename({c: f"input_{c}" for c in clashes})
     table = pl.concat([prompt, extra], how="horizontal")

@@ -31,7 +31,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -163,7 +163,7 @@ class FilterConfig:
             problems.append("--non-reasoning-ratio and --non-reasoning-count must be >= 0")
         if self.timeout <= 0 or self.ngram < 1 or self.batch_rows < 1:
             problems.append("--timeout, --ngram and --batch-rows must be positive")
-        if Path(self.output).exists() and any(Path(self.output).iterdir()):
+        if Path(self.output).exists() and (not Path(self.output).is_dir() or any(Path(self.output).iterdir())):
             problems.append(f"-o {self.output}: exists and is not empty; choose a new folder")
         if problems:
             raise UsageError("; ".join(problems))
@@ -185,7 +185,11 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
     """Run the filter stage (see the module docstring); the CLI and the Python API both call this."""
     started = datetime.now(timezone.utc)
     cfg.check()
-    source = _open(cfg.input)
+    source = _open(cfg.input, (cfg.accuracy_column,) if cfg.accuracy_column else ())
+    if "truncated" in cfg.checks and "finish_reason" not in source.columns:
+        # Without finish reasons every row would be "unknown" and dropped: skip the check instead.
+        log.warning("%s has no finish_reason column: the truncated check is skipped", cfg.input)
+        cfg = replace(cfg, checks=[c for c in cfg.checks if c != "truncated"])
     benchmarks = [load_benchmark(b) for b in cfg.decontaminate]
     extra = _load_non_reasoning(cfg.non_reasoning) if cfg.non_reasoning else None
     scored, problems = _score(source, cfg)
@@ -234,7 +238,7 @@ class _Source:
         return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files) if self.table is None else self.table.num_rows
 
 
-def _open(source: str) -> _Source:
+def _open(source: str, extra_columns: tuple[str, ...] = ()) -> _Source:
     path = Path(source)
     if path.is_dir():
         files = sorted(path.glob("*.parquet")) or sorted(path.glob("data/*.parquet"))
@@ -254,9 +258,10 @@ def _open(source: str) -> _Source:
     else:
         frame = read_table(source, text_column="completion")
         opened = _Source(source, [], frame.to_arrow())
-    missing = [c for c in ("problem", "completion") if c not in opened.schema.names]
+    missing = [c for c in ("problem", "completion", *extra_columns) if c not in opened.schema.names]
     if missing:
         raise UsageError(f"{source}: no column '{missing[0]}' (columns: {', '.join(opened.schema.names)}); is it a `r1distill generate` output?")
+    opened.columns += [c for c in extra_columns if c not in opened.columns]
     if opened.count() == 0:
         raise UsageError(f"{source}: the table is empty")
     for name in ("problem", "completion"):
@@ -413,7 +418,9 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
         rows = rows.join(kept, on="id", how="inner", maintain_order="left")
         if rows.height == 0:
             continue
-        prompts = rows["prompt"].to_list() if "prompt" in rows.columns else [None] * rows.height
+        # Only a generate-style prompt (a list of messages) is reused; a plain-text prompt column is not.
+        chat_prompt = "prompt" in rows.columns and isinstance(rows.schema["prompt"], pl.List)
+        prompts = rows["prompt"].to_list() if chat_prompt else [None] * rows.height
         messages = [
             [m for m in (prompt or [{"role": "user", "content": problem}])] + [{"role": "assistant", "content": _assistant(reasoning, response)}]
             for prompt, problem, reasoning, response in zip(prompts, rows["problem"].to_list(), rows["reasoning"].to_list(), rows["response"].to_list())

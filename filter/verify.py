@@ -262,6 +262,7 @@ class VerifierPool:
         task = worker.tasks.popleft()
         for waiting in reversed(worker.tasks):
             queue.appendleft(waiting)
+        worker.tasks.clear()
         if not worker.gold_parsed:
             stuck = task.rows  # the gold itself would not parse in time: every row of it times out
         else:

@@ -160,6 +160,8 @@ class GenerateConfig:
             bad = [url for url in self.base_urls if not url.startswith(("http://", "https://"))]
             if bad:
                 problems.append(f"--base-url must start with http:// or https://, got {bad[0]!r}")
+            if any("@" in url.split("//", 1)[-1].split("/", 1)[0] for url in self.base_urls):
+                problems.append("--base-url must not hold a user or password; put the key in the variable named by --api-key-env")
         elif self.base_urls:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -225,7 +227,8 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
             finally:
                 backend.close()
         store.flush()
-        if redo:
+        # Also after a run that redid nothing: an earlier one may have died between its redo and its compaction.
+        if redo or _has_superseded_rows(out):
             store.compact()
     summary = _summarize(out, [p.request.key for p in plan], generated, started)
     _write_manifest(cfg, summary, started, prompts.height)
@@ -278,6 +281,11 @@ def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tupl
         todo.append(planned)
         redo += 1
     return todo, redo
+
+
+def _has_superseded_rows(out: Path) -> bool:
+    files = sorted(out.glob("traces-*.parquet"))
+    return bool(files) and pl.scan_parquet(files).select(pl.col("id").is_duplicated().any()).collect().item()
 
 
 def make_backend(cfg: GenerateConfig, api_key: str | None) -> Backend:
@@ -422,7 +430,7 @@ def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: date
         "stage": "generate",
         "created_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "command": cfg.command,
+        "command": [redact_url(arg) if arg.startswith(("http://", "https://")) else arg for arg in cfg.command],
         "settings": settings,
         "shard": {"index": index, "count": count},
         "versions": _versions(cfg.backend),
@@ -451,7 +459,8 @@ def _data_parallel(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
     context = multiprocessing.get_context("spawn")
     workers = []
     for rank in range(parts):
-        part = replace(cfg, shard=f"{index * parts + rank}/{count * parts}", data_parallel_size=1)
+        # hash % (N*P) == index + N*rank implies hash % N == index: the ranks split exactly this shard.
+        part = replace(cfg, shard=f"{index + count * rank}/{count * parts}", data_parallel_size=1)
         group = ",".join(gpus[rank * cfg.tensor_parallel_size : (rank + 1) * cfg.tensor_parallel_size])
         worker = context.Process(target=_data_parallel_worker, args=(part, group))
         worker.start()

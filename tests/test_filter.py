@@ -182,3 +182,27 @@ def test_non_reasoning_mix_follows_ratio_or_count(tmp_path, setting, expected):
     assert all(m[-1]["content"].startswith("hello ") for m in extra["messages"].to_list())
     # Only format is checked: p1's 4, p2's 3 and p4's 1 pass (p3 is a duplicate, p5 has no think block).
     assert rows.filter(pl.col("kind") == "reasoning").height == 8
+
+
+def test_accuracy_mode_per_row_and_a_plain_text_prompt_column(tmp_path):
+    rows = [
+        {"id": "a", "problem": "Which is prime? (A) 4 (B) 7", "prompt": "Which is prime? (A) 4 (B) 7", "answer": "B", "kind_of_check": "choice",
+         "completion": "<think>\n7 has no divisors but one and itself.\n</think>\n\nThe answer is (B)."},
+        {"id": "b", "problem": "What is 3 squared?", "prompt": "What is 3 squared?", "answer": "9", "kind_of_check": "math",
+         "completion": "<think>\nThree times three is nine.\n</think>\n\n\\boxed{9}"},
+    ]
+    source = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = tmp_path / "out"
+    filter_traces(FilterConfig(str(source), str(out), accuracy_column="kind_of_check", workers=1))
+    kept = pl.read_parquet(out / "data" / "*.parquet").sort("id")
+    assert kept["id"].to_list() == ["a", "b"]
+    assert kept["messages"][0][0] == {"role": "user", "content": rows[0]["problem"]}
+    with pytest.raises(UsageError, match="no column 'nope'"):
+        filter_traces(FilterConfig(str(source), str(tmp_path / "out2"), accuracy_column="nope"))
+
+
+def test_an_output_path_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    with pytest.raises(UsageError, match="exists and is not empty"):
+        filter_traces(FilterConfig(str(_traces(tmp_path / "t")), str(target)))

@@ -179,3 +179,31 @@ def test_a_second_writer_of_the_same_shard_is_refused(tmp_path):
         with pytest.raises(UsageError, match="another `r1distill generate`"):
             with TraceStore(out, "00000-of-00001", _builder):
                 pass
+
+
+def test_rows_left_superseded_by_a_crash_are_compacted_by_the_next_run(tmp_path, fake_server):
+    cfg = _cfg(tmp_path, fake_server, ["a", "b"])
+    generate(cfg)
+    out = Path(cfg.output)
+    # A run that redid p0:0 and died before compacting leaves two rows for it.
+    stale = pl.read_parquet(out / "*.parquet").filter(pl.col("id") == "p0:0")
+    stale.with_columns(pl.col("created_at") + pl.duration(seconds=1)).write_parquet(out / "traces-00000-of-00001-crashed.parquet")
+    assert pl.read_parquet(out / "*.parquet").height == 3
+    assert generate(cfg).generated == 0
+    assert pl.read_parquet(out / "*.parquet").height == 2
+
+
+def test_input_columns_named_like_trace_columns_are_carried_under_another_name(tmp_path, fake_server):
+    source = write_jsonl(tmp_path / "p.jsonl", [{"problem": "q", "prompt": "raw prompt", "model": "someone"}])
+    cfg = GenerateConfig(str(source), str(tmp_path / "out"), model="t", backend="openai", base_urls=[fake_server.url])
+    generate(cfg)
+    row = pl.read_parquet(tmp_path / "out" / "*.parquet").row(0, named=True)
+    assert (row["model"], row["input_model"], row["input_prompt"]) == ("t", "someone", "raw prompt")
+
+
+def test_credentials_in_a_base_url_are_refused(tmp_path, fake_server):
+    cfg = _cfg(tmp_path, fake_server, ["a"])
+    cfg.base_urls = ["http://user:secret@127.0.0.1:1/v1"]
+    with pytest.raises(UsageError, match="must not hold a user or password"):
+        generate(cfg)
+    assert not Path(cfg.output).exists()
