@@ -443,6 +443,19 @@ def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: date
     os.replace(tmp, path)
 
 
+def rank_shards(shard: str, parts: int) -> list[str]:
+    """The --shard of each data-parallel rank: together exactly the prompts of `shard`.
+
+    hash % (N*P) == i + N*r implies hash % N == i, so rank r of shard i/N takes part i + N*r of N*P.
+
+    >>> rank_shards("1/3", 2)
+    ['1/6', '4/6']
+    """
+    index, _, count = shard.partition("/")
+    index, count = int(index), int(count)
+    return [f"{index + count * rank}/{count * parts}" for rank in range(parts)]
+
+
 def _data_parallel(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
     """One vLLM process per GPU group, each on its own sub-shard of this process's shard."""
     import multiprocessing
@@ -458,9 +471,8 @@ def _data_parallel(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
         raise UsageError(f"--data-parallel-size {parts} x --tensor-parallel-size {cfg.tensor_parallel_size} needs {needed} GPUs, found {len(gpus)}")
     context = multiprocessing.get_context("spawn")
     workers = []
-    for rank in range(parts):
-        # hash % (N*P) == index + N*rank implies hash % N == index: the ranks split exactly this shard.
-        part = replace(cfg, shard=f"{index + count * rank}/{count * parts}", data_parallel_size=1)
+    for rank, shard in enumerate(rank_shards(cfg.shard, parts)):
+        part = replace(cfg, shard=shard, data_parallel_size=1)
         group = ",".join(gpus[rank * cfg.tensor_parallel_size : (rank + 1) * cfg.tensor_parallel_size])
         worker = context.Process(target=_data_parallel_worker, args=(part, group))
         worker.start()

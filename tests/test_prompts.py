@@ -18,6 +18,7 @@ from r1distill.generate.prompts import R1_ZERO, build_messages, ends_inside_thin
         "r1distill.generate.backends.openai_compat",
         "r1distill.generate.backends.vllm_offline",
         "r1distill.filter.verify",
+        "r1distill.generate.run",
     ],
 )
 def test_doctests(module):

@@ -207,3 +207,16 @@ def test_credentials_in_a_base_url_are_refused(tmp_path, fake_server):
     with pytest.raises(UsageError, match="must not hold a user or password"):
         generate(cfg)
     assert not Path(cfg.output).exists()
+
+
+def test_data_parallel_ranks_split_exactly_their_shard(tmp_path):
+    from r1distill.data import load_prompts
+    from r1distill.generate.run import _my_prompts, rank_shards
+
+    source = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"Problem {i}"} for i in range(200)])
+    for shard in ("0/1", "1/3"):
+        whole = set(_my_prompts(GenerateConfig(str(source), "unused", shard=shard))["prompt_id"])
+        ranks = [set(_my_prompts(GenerateConfig(str(source), "unused", shard=s))["prompt_id"]) for s in rank_shards(shard, 4)]
+        assert set().union(*ranks) == whole and sum(map(len, ranks)) == len(whole)
+        assert all(ranks), "every rank gets work"
+    assert len(load_prompts(source)) == 200
