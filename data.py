@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, first_line
 from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, TRACE_COLUMNS, stable_id
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _read_file(path: Path, text_column: str | None) -> pl.DataFrame:
     except UnicodeDecodeError as err:
         raise UsageError(f"{path}: not valid UTF-8 text ({err.reason} at byte {err.start}); re-encode the file as UTF-8") from err
     except Exception as err:  # polars/pyarrow raise many types for unreadable files
-        raise UsageError(f"{path}: cannot be read as {suffix[1:]}: {_first_line(err)}") from err
+        raise UsageError(f"{path}: cannot be read as {suffix[1:]}: {first_line(err)}") from err
     raise UsageError(f"{path}: unknown format '{suffix or path.name}'; use one of {', '.join(FORMATS)}")
 
 
@@ -111,7 +111,7 @@ def _read_folder(path: Path, split: str) -> pl.DataFrame:
     try:
         return pl.read_parquet(shards)
     except Exception as err:
-        raise UsageError(f"{path}: cannot read its Parquet shards: {_first_line(err)}") from err
+        raise UsageError(f"{path}: cannot read its Parquet shards: {first_line(err)}") from err
 
 
 def _read_saved_dataset(path: Path, split: str) -> pl.DataFrame:
@@ -120,7 +120,7 @@ def _read_saved_dataset(path: Path, split: str) -> pl.DataFrame:
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as err:
-        raise UsageError(f"{path}: cannot be read with datasets.load_from_disk: {_first_line(err)}") from err
+        raise UsageError(f"{path}: cannot be read with datasets.load_from_disk: {first_line(err)}") from err
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise UsageError(f"{path}: has no split '{split}' (it has {', '.join(loaded)}); pick one with --split")
@@ -134,7 +134,7 @@ def _read_hub(dataset_id: str, split: str) -> pl.DataFrame:
     try:
         loaded = datasets.load_dataset(dataset_id, split=split)
     except Exception as err:
-        raise UsageError(f"{dataset_id}: cannot load from the Hugging Face Hub: {_first_line(err)}") from err
+        raise UsageError(f"{dataset_id}: cannot load from the Hugging Face Hub: {first_line(err)}") from err
     return pl.from_arrow(loaded.with_format("arrow")[:])
 
 
@@ -212,8 +212,3 @@ def _optional(frame: pl.DataFrame, column: str | None, default: str, option: str
         return default if default in frame.columns else None
     _require(frame, column, option, source, available)
     return column
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:300]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def push(folder: str | Path, repo_id: str, private: bool = False) -> str:
         if "/" not in repo_id:
             raise HFValidationError("it needs a namespace")
     except HFValidationError as err:
-        raise UsageError(f"--repo-id {repo_id!r} is not a valid repository id like 'user/name' ({str(err).splitlines()[0]})") from err
+        raise UsageError(f"--repo-id {repo_id!r} is not a valid repository id like 'user/name' ({first_line(err)})") from err
     token = get_token()
     if not token:
         raise UsageError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
@@ -44,7 +44,6 @@ def push(folder: str | Path, repo_id: str, private: bool = False) -> str:
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", ignore_patterns=IGNORE, commit_message="Upload with r1distill push")
     except Exception as err:
         # Connection errors, 401/403 from the Hub, offline mode: all one line, and the token scrubbed.
-        message = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"could not push {folder} to {repo_id}: {message.replace(token, '***')}") from err
+        raise UsageError(f"could not push {folder} to {repo_id}: {first_line(err, secret=token)}") from err
     log.info("pushed %s to %s", folder, url)
     return str(url)

@@ -76,6 +76,44 @@ TRACE_SCHEMA = pa.schema(
 TRACE_COLUMNS = tuple(TRACE_SCHEMA.names)
 
 
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+def r1_layout(reasoning: str, response: str) -> str:
+    """A reasoning trace as one text, in DeepSeek-R1's layout (the SFT assistant turn, too).
+
+    >>> r1_layout(" 2+2 is 4 ", "4")
+    '<think>\\n2+2 is 4\\n</think>\\n\\n4'
+    """
+    return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"
+
+
+def split_reasoning(text: str, *, prefilled_think: bool = False, reasoning: str | None = None) -> tuple[str | None, str]:
+    """(reasoning, response) of a completion; reasoning is None when there was no thinking.
+
+    >>> split_reasoning("<think>\\n2+2 is 4\\n</think>\\n\\nThe answer is 4.")
+    ('2+2 is 4', 'The answer is 4.')
+    >>> split_reasoning("2+2 is 4\\n</think>\\nAnswer: 4", prefilled_think=True)
+    ('2+2 is 4', 'Answer: 4')
+    >>> split_reasoning("<think>\\nstill thinking when the budget ran o")
+    ('still thinking when the budget ran o', '')
+    >>> split_reasoning("Answer: 4", reasoning="2+2 is 4")
+    ('2+2 is 4', 'Answer: 4')
+    >>> split_reasoning("Hello!")
+    (None, 'Hello!')
+    """
+    if reasoning is not None:
+        return reasoning.strip(), text.strip()
+    head, closed, tail = text.partition(THINK_CLOSE)
+    if closed:
+        return head.strip().removeprefix(THINK_OPEN).strip(), tail.strip()
+    stripped = text.lstrip()
+    if prefilled_think or stripped.startswith(THINK_OPEN):
+        return stripped.removeprefix(THINK_OPEN).strip(), ""
+    return None, text.strip()
+
+
 def trace_table(rows: list[dict]) -> pa.Table:
     """A trace table (TRACE_SCHEMA columns only) from row dicts.
 

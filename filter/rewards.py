@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from r1distill.generate.prompts import THINK_CLOSE, THINK_OPEN, split_reasoning
+from r1distill.schema import THINK_CLOSE, THINK_OPEN, split_reasoning
 
 
 class Judgement(NamedTuple):

@@ -42,12 +42,12 @@ import pyarrow.parquet as pq
 from r1distill import __version__
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import read_table
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, first_line
 from r1distill.filter import rewards
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
 from r1distill.filter.verify import VerifierPool
-from r1distill.schema import MESSAGES, stable_id
+from r1distill.schema import MESSAGES, r1_layout, stable_id
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def _open(source: str, extra_columns: tuple[str, ...] = ()) -> _Source:
         except UsageError:
             raise
         except Exception as err:
-            raise UsageError(f"{source}: cannot read its Parquet files: {str(err).splitlines()[0]}") from err
+            raise UsageError(f"{source}: cannot read its Parquet files: {first_line(err)}") from err
     else:
         frame = read_table(source, text_column="completion")
         opened = _Source(source, [], frame.to_arrow())
@@ -400,10 +400,6 @@ def _select(scored: pl.DataFrame, prompt_drops: pl.DataFrame, cfg: FilterConfig)
     return scored.with_columns(pl.col("drop_reason").is_null().alias("keep"))
 
 
-def _assistant(reasoning: str | None, response: str | None) -> str:
-    return f"<think>\n{(reasoning or '').strip()}\n</think>\n\n{(response or '').strip()}"
-
-
 def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConfig, extra: pl.DataFrame | None) -> dict[str, int]:
     """Pass 2: stream the kept rows into data/train-*.parquet, then the non-reasoning rows."""
     data = out / "data"
@@ -422,7 +418,7 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
         chat_prompt = "prompt" in rows.columns and isinstance(rows.schema["prompt"], pl.List)
         prompts = rows["prompt"].to_list() if chat_prompt else [None] * rows.height
         messages = [
-            [m for m in (prompt or [{"role": "user", "content": problem}])] + [{"role": "assistant", "content": _assistant(reasoning, response)}]
+            [m for m in (prompt or [{"role": "user", "content": problem}])] + [{"role": "assistant", "content": r1_layout(reasoning or "", response or "")}]
             for prompt, problem, reasoning, response in zip(prompts, rows["problem"].to_list(), rows["reasoning"].to_list(), rows["response"].to_list())
         ]
         table = pa.table(

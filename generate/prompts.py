@@ -5,12 +5,16 @@ Two templates:
   final answer in \\boxed{} (DeepSeek's recommended math prompt), so the filter stage can verify it.
 - `r1-zero`: the exact R1-Zero prompt of the DeepSeek-R1 paper, sent as raw text with no chat template.
 
-The split understands the three ways teachers return thinking: inline `<think>...</think>`, a template
+The split (`schema.split_reasoning`, shared with the rewards) understands the three ways teachers return thinking: inline `<think>...</think>`, a template
 that pre-fills `<think>` so the completion starts inside the thinking (R1-Distill models), and a
 separate `reasoning_content` / `reasoning` field (vLLM with a reasoning parser, the DeepSeek API).
 """
 
 from __future__ import annotations
+
+from r1distill.schema import THINK_OPEN, r1_layout, split_reasoning
+
+__all__ = ["R1_ZERO", "TEMPLATES", "build_messages", "ends_inside_think", "full_completion", "split_reasoning"]
 
 TEMPLATES = ("chat", "r1-zero")
 
@@ -23,9 +27,6 @@ R1_ZERO = (
 )
 
 DEFAULT_USER_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 
 
 def build_messages(problem: str, template: str, system: str | None, prompt_template: str | None) -> list[dict[str, str]]:
@@ -52,33 +53,6 @@ def ends_inside_think(rendered_prompt: str) -> bool:
     return tail.endswith(THINK_OPEN)
 
 
-def split_reasoning(text: str, *, prefilled_think: bool = False, reasoning: str | None = None) -> tuple[str | None, str]:
-    """(reasoning, response) of a completion; reasoning is None when there was no thinking.
-
-    >>> split_reasoning("<think>\\n2+2 is 4\\n</think>\\n\\nThe answer is 4.")
-    ('2+2 is 4', 'The answer is 4.')
-    >>> split_reasoning("2+2 is 4\\n</think>\\nAnswer: 4", prefilled_think=True)
-    ('2+2 is 4', 'Answer: 4')
-    >>> split_reasoning("<think>\\nstill thinking when the budget ran o")
-    ('still thinking when the budget ran o', '')
-    >>> split_reasoning("Answer: 4", reasoning="2+2 is 4")
-    ('2+2 is 4', 'Answer: 4')
-    >>> split_reasoning("Hello!")
-    (None, 'Hello!')
-    """
-    if reasoning is not None:
-        return reasoning.strip(), text.strip()
-    head, closed, tail = text.partition(THINK_CLOSE)
-    if closed:
-        return head.strip().removeprefix(THINK_OPEN).strip(), tail.strip()
-    stripped = text.lstrip()
-    if prefilled_think or stripped.startswith(THINK_OPEN):
-        return stripped.removeprefix(THINK_OPEN).strip(), ""
-    return None, text.strip()
-
-
 def full_completion(text: str, reasoning: str | None) -> str:
     """The completion as one text: a separately returned thinking is put back in R1's layout."""
-    if reasoning is None:
-        return text
-    return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{text.strip()}"
+    return text if reasoning is None else r1_layout(reasoning, text)

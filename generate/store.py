@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def read_state(out: Path) -> pl.DataFrame:
     try:
         rows = pl.read_parquet(files, columns=STATE_COLUMNS)
     except Exception as err:
-        raise UsageError(f"{out}: cannot read its trace shards ({str(err).splitlines()[0]}); is it a `r1distill generate` output?") from err
+        raise UsageError(f"{out}: cannot read its trace shards ({first_line(err)}); is it a `r1distill generate` output?") from err
     return rows.sort("created_at").unique("id", keep="last", maintain_order=True)
 
 
