@@ -75,6 +75,7 @@ def generate(
     device: Annotated[Optional[str], typer.Option(help="Torch device for the transformers backend [default: cuda if available, else cpu].")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="GPUs per model replica (vllm).")] = 1,
     data_parallel_size: Annotated[int, typer.Option(help="Model replicas, one process per GPU group, each on its own part of the prompts (vllm).")] = 1,
+    max_model_len: Annotated[Optional[int], typer.Option(help="Context length of prompt plus output (vllm) [default: the model's own].")] = None,
 ) -> None:
     """Generate long chain-of-thought traces from a teacher, resumably.
 
@@ -115,6 +116,7 @@ def generate(
         device=device,
         tensor_parallel_size=tensor_parallel_size,
         data_parallel_size=data_parallel_size,
+        max_model_len=max_model_len,
         command=["r1distill", *sys.argv[1:]],
     )
     try:

@@ -9,7 +9,7 @@ Prompt table (input of `generate`, one row per problem):
     answer     string  gold final answer, or null when unknown
     ...                any other input columns, carried through to the traces unchanged
 
-Trace table (output of `generate`, one row per (prompt, sample)):
+Trace table (output of `generate`, one row per (prompt, sample); TRACE_SCHEMA):
 
     id                 string     unique row key, "<prompt_id>:<sample>"
     prompt_id          string     the prompt this trace answers
@@ -17,11 +17,14 @@ Trace table (output of `generate`, one row per (prompt, sample)):
     problem            string     as in the prompt table
     answer             string     gold answer or null
     prompt             list<struct<role, content>>  the messages sent to the teacher
-    completion         string     the full generated text; when a server returns the thinking in a
-                                  separate field it is put back as "<think>\\n...\\n</think>\\n\\n" + answer
+    completion         string     the full generated text in canonical form (`canonical_completion`):
+                                  thinking returned in a separate field is put back as
+                                  "<think>\n...\n</think>\n\n" + answer, and a completion of a template
+                                  that pre-fills "<think>" starts with that opening tag
     reasoning          string     the thinking text, or null when the completion has no thinking
     response           string     the text after the thinking ("" when the thinking was cut off)
-    finish_reason      string     "stop", "length" (hit max_tokens) or "error" (failed after retries)
+    finish_reason      string     "stop", "length" (hit max_tokens) or "error" (failed after retries, or a
+                                  server's other reason such as content_filter, kept in `error`)
     completion_tokens  int32      generated tokens, null when the server does not report them
     prompt_tokens      int32      prompt tokens, null when unknown
     model              string     the teacher model as given to `--model`
@@ -31,6 +34,35 @@ Trace table (output of `generate`, one row per (prompt, sample)):
     error              string     why the request failed (finish_reason "error"), else null
     created_at         timestamp  when the row was generated (UTC); the newest row wins on resume
     ...                           the prompt table's extra columns
+
+Scored table (`filter` OUT/scored/, one row per input trace; every row, kept or not):
+
+    id, prompt_id, sample, source     as in the input (source: the input's `source` column, else null)
+    finish_reason      string     as in the input, null when it has none
+    length             int64      completion_tokens, else the completion's characters (for shortest:K)
+    <check>_score      float64    one per enabled check (accuracy, format, ...): the rule's score, null
+                                  when it cannot judge the row
+    <check>_verdict    string     the rule's verdict (correct, missing_think, truncated, ...)
+    failed_check       string     the first enabled check the row failed, else null
+    pass_rate          float64    the prompt's correct / samples; samples that failed in generate
+                                  (finish_reason "error") are not counted; null when none is left
+    drop_reason        string     the first reason the row was dropped (DROP_* below or a check), else null
+    keep               bool       the row is in the SFT data
+
+SFT table (`filter` OUT/data/, one row per training conversation; SFT_SCHEMA):
+
+    id, prompt_id      string     the trace's ids (a non-reasoning row: its own id twice)
+    messages           list<struct<role, content>>  the conversation; a reasoning row's assistant turn is
+                                  `r1_layout(reasoning, response)`
+    kind               string     KIND_REASONING or KIND_NON_REASONING
+    source             string     where the row came from (input column `source`, else the file name)
+    problem            string     the problem (a non-reasoning row: its first user turn)
+    answer             string     the gold answer; null for non-reasoning rows
+    pass_rate          float64    the prompt's pass rate in filter; null for non-reasoning rows
+
+Prompt-set table (input of `rl` and `eval`): a prompt table whose `answer` is the gold to verify
+against, optionally with `pass_rate`. A `filter` output is one (its problem, answer and pass_rate
+columns); so is any prompt table with answers.
 """
 
 from __future__ import annotations
@@ -42,6 +74,9 @@ import pyarrow as pa
 PROMPT_ID = "prompt_id"
 PROBLEM = "problem"
 ANSWER = "answer"
+
+PASS_RATE = "pass_rate"
+MESSAGES_COLUMN = "messages"
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -75,6 +110,29 @@ TRACE_SCHEMA = pa.schema(
 )
 TRACE_COLUMNS = tuple(TRACE_SCHEMA.names)
 
+KIND_REASONING = "reasoning"
+KIND_NON_REASONING = "non_reasoning"
+
+SFT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field(PROMPT_ID, pa.string()),
+        pa.field(MESSAGES_COLUMN, MESSAGES),
+        pa.field("kind", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field(PROBLEM, pa.string()),
+        pa.field(ANSWER, pa.string()),
+        pa.field(PASS_RATE, pa.float64()),
+    ]
+)
+
+# Drop reasons the filter gives besides a failed check's name.
+DROP_GENERATION_ERROR = "generation_error"
+DROP_REASONS = (
+    DROP_GENERATION_ERROR, "duplicate", "near_duplicate", "contaminated", "pass_rate_too_low", "pass_rate_too_high",
+    "rejection_sampling",
+)
+
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -87,6 +145,25 @@ def r1_layout(reasoning: str, response: str) -> str:
     '<think>\\n2+2 is 4\\n</think>\\n\\n4'
     """
     return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"
+
+
+def canonical_completion(text: str, *, reasoning: str | None = None, prefilled_think: bool = False) -> str:
+    """A completion as stored: one text in which the thinking is always inside `<think>...</think>`.
+
+    A separately returned thinking (DeepSeek's API, vLLM's reasoning parser) is put back in R1's
+    layout; when the prompt pre-filled `<think>` (R1-Distill templates) the opening tag is put back, so
+    format checks, the accuracy check and SFT read the thinking as thinking with no extra flag.
+
+    >>> canonical_completion("4", reasoning="2+2 is 4")
+    '<think>\\n2+2 is 4\\n</think>\\n\\n4'
+    >>> canonical_completion("2+2 is 4\\n</think>\\n\\n4", prefilled_think=True)
+    '<think>\\n2+2 is 4\\n</think>\\n\\n4'
+    """
+    if reasoning is not None:
+        return r1_layout(reasoning, text)
+    if prefilled_think and not text.lstrip().startswith(THINK_OPEN):
+        return THINK_OPEN + ("" if text.startswith("\n") else "\n") + text
+    return text
 
 
 def split_reasoning(text: str, *, prefilled_think: bool = False, reasoning: str | None = None) -> tuple[str | None, str]:

@@ -32,8 +32,8 @@ import aiohttp
 import orjson
 
 from r1distill.generate import GenerateConfig, generate
-from r1distill.generate.backends import Request, Sampling
-from r1distill.generate.backends.openai_compat import OpenAIBackend
+from r1distill.backends import Request, Sampling
+from r1distill.backends.openai_compat import OpenAIBackend
 from r1distill.generate.prompts import build_messages
 
 SAMPLING = Sampling(max_tokens=64, temperature=0.6, top_p=0.95)

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,30 +43,26 @@ from r1distill import __version__
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import read_table
 from r1distill.errors import UsageError, first_line
-from r1distill.filter import rewards
+from r1distill import rewards
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
-from r1distill.filter.verify import VerifierPool
-from r1distill.schema import MESSAGES, r1_layout, stable_id
+from r1distill.schema import (
+    DROP_GENERATION_ERROR,
+    FINISH_ERROR,
+    KIND_NON_REASONING,
+    KIND_REASONING,
+    PASS_RATE,
+    SFT_SCHEMA,
+    r1_layout,
+    stable_id,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("accuracy", "format", "language", "length", "truncated", "repetition")
-ACCURACY_MODES = ("math", "choice", "exact")
+CHECKS = rewards.RULES
 KEEP_POLICIES = ("all", "first", "shortest")
 NO_THINK_STYLES = ("none", "empty")
 INPUT_COLUMNS = ("id", "prompt_id", "sample", "problem", "answer", "prompt", "completion", "reasoning", "response", "finish_reason", "completion_tokens", "source")
-
-SFT_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string()),
-        pa.field("prompt_id", pa.string()),
-        pa.field("messages", MESSAGES),
-        pa.field("kind", pa.string()),
-        pa.field("source", pa.string()),
-    ]
-)
-
 
 @dataclass
 class FilterConfig:
@@ -127,6 +123,17 @@ class FilterConfig:
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in the card."""
 
+    def rule(self, check: str) -> rewards.Rule | rewards.Accuracy:
+        """The reward behind `check`, with this run's options bound."""
+        options = {
+            "accuracy": {"mode": self.accuracy, "mode_column": self.accuracy_column, "timeout": self.timeout, "workers": self.workers},
+            "format": {"lenient": self.lenient_format},
+            "language": {"language": self.language, "min_share": self.min_language_share},
+            "length": {"min_tokens": self.min_tokens, "max_tokens": self.max_tokens},
+            "repetition": {"max_ratio": self.max_repetition},
+        }
+        return rewards.rule(check, **options.get(check, {}))
+
     def keep_policy(self) -> tuple[str, int | None]:
         policy, _, count = self.keep.partition(":")
         return policy, int(count) if count else None
@@ -137,8 +144,15 @@ class FilterConfig:
         unknown = [c for c in self.checks if c not in CHECKS]
         if unknown:
             problems.append(f"--check {unknown[0]!r} is unknown; use {', '.join(CHECKS)}")
-        if self.accuracy not in ACCURACY_MODES:
-            problems.append(f"--accuracy must be one of {', '.join(ACCURACY_MODES)}, got {self.accuracy!r}")
+        if self.accuracy not in rewards.ACCURACY_MODES:
+            problems.append(f"--accuracy must be one of {', '.join(rewards.ACCURACY_MODES)}, got {self.accuracy!r}")
+        elif not unknown:
+            # Binding the rules checks their option values (language, token bounds, timeout, workers).
+            for check in self.checks:
+                try:
+                    self.rule(check)
+                except ValueError as err:
+                    problems.append(f"--check {check}: {err}")
         try:
             policy, count = self.keep_policy()
             if policy not in KEEP_POLICIES or (policy == "all") != (count is None) or (count is not None and count < 1):
@@ -175,6 +189,8 @@ class FilterSummary:
 
     output: str
     rows_in: int
+    generation_errors: int
+    """Rows that failed in generate (finish_reason error): not judged, not counted in pass rates."""
     kept: int
     non_reasoning: int
     dropped: dict[str, int]
@@ -212,7 +228,9 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return FilterSummary(str(out), stats["rows_in"], stats["kept"]["reasoning"], stats["kept"]["non_reasoning"], stats["dropped"])
+    return FilterSummary(
+        str(out), stats["rows_in"], stats["generation_errors"], stats["kept"]["reasoning"], stats["kept"]["non_reasoning"], stats["dropped"]
+    )
 
 
 class _Source:
@@ -274,13 +292,15 @@ def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFra
     """Pass 1: every row's scores and verdicts, and the first problem text of every prompt."""
     frames, problems = [], []
     offset = 0
-    needs_math = "accuracy" in cfg.checks and (cfg.accuracy == "math" or cfg.accuracy_column is not None)
-    pool = VerifierPool(**({"workers": cfg.workers} if cfg.workers else {}), timeout=cfg.timeout) if needs_math else nullcontext()
-    with pool, RowProgress("filter: scoring", total=source.count(), generation=False) as progress:
+    rules = {check: cfg.rule(check) for check in cfg.checks}
+    # The accuracy rule's Math-Verify workers start on the first math row and stop with this block.
+    with ExitStack() as stack, RowProgress("filter: scoring", total=source.count(), generation=False) as progress:
+        for reward in rules.values():
+            stack.enter_context(reward)
         for batch in source.batches(cfg.batch_rows):
             rows = _normalize(pl.from_arrow(batch), offset)
             offset += rows.height
-            frames.append(_judge(rows, cfg, pool))
+            frames.append(_judge(rows, rules, cfg))
             problems.append(rows.select("prompt_id", "problem").unique("prompt_id", keep="first", maintain_order=True))
             progress.advance(rows=rows.height)
     scored = pl.concat(frames)
@@ -308,29 +328,25 @@ def _normalize(rows: pl.DataFrame, offset: int) -> pl.DataFrame:
     return rows.with_columns(pl.col("answer").cast(pl.String), pl.col("id").cast(pl.String), pl.col("prompt_id").cast(pl.String))
 
 
-def _judge(rows: pl.DataFrame, cfg: FilterConfig, pool: VerifierPool) -> pl.DataFrame:
+def _judge(rows: pl.DataFrame, rules: dict[str, rewards.Rule | rewards.Accuracy], cfg: FilterConfig) -> pl.DataFrame:
     """Scores and verdicts of every enabled check for one batch, and the first check each row fails."""
     completions = rows["completion"].fill_null("").to_list()
-    columns = {name: rows[name].to_list() for name in ("answer", "reasoning", "response", "finish_reason", "completion_tokens")}
-    options = {
-        "format": {"lenient": cfg.lenient_format},
-        "language": {"language": cfg.language, "min_share": cfg.min_language_share},
-        "length": {"min_tokens": cfg.min_tokens, "max_tokens": cfg.max_tokens},
-        "repetition": {"max_ratio": cfg.max_repetition},
-    }
+    # Each rule reads only the columns it names (answer, finish_reason, completion_tokens, the mode column).
+    names = ["answer", "finish_reason", "completion_tokens", *([cfg.accuracy_column] if cfg.accuracy_column else [])]
+    columns = {name: rows[name].to_list() for name in names}
     judged: dict[str, list[rewards.Judgement]] = {}
-    for check in cfg.checks:
-        if check == "accuracy":
-            judged[check] = _accuracy(rows, cfg, pool)
-        else:
-            judged[check] = rewards.JUDGES[check](completions, **options.get(check, {}), **columns)
+    for check, reward in rules.items():
+        try:
+            judged[check] = reward.judge(completions, **columns)
+        except ValueError as err:  # a routing column naming an unknown accuracy mode
+            raise UsageError(f"{cfg.input}: {err}") from err
     failed = [None] * rows.height
     for check in cfg.checks:
         for i, judgement in enumerate(judged[check]):
             if failed[i] is None and not _passes(judgement):
                 failed[i] = check
     length = rows["completion_tokens"].cast(pl.Int64).fill_null(rows["completion"].fill_null("").str.len_chars().cast(pl.Int64))
-    out = rows.select("id", "prompt_id", "sample", "source").with_columns(length.alias("length"))
+    out = rows.select("id", "prompt_id", "sample", "source", "finish_reason").with_columns(length.alias("length"))
     for check in cfg.checks:
         out = out.with_columns(
             pl.Series(f"{check}_score", [j.score for j in judged[check]], pl.Float64),
@@ -345,27 +361,6 @@ PASSING = frozenset({"correct", "ok", "consistent", "complete"})
 def _passes(judgement: rewards.Judgement) -> bool:
     # "Cannot verify" verdicts (timeout, no_gold, unknown...) are not passes: a kept row is a checked row.
     return judgement.verdict in PASSING
-
-
-def _accuracy(rows: pl.DataFrame, cfg: FilterConfig, pool: VerifierPool) -> list[rewards.Judgement]:
-    modes = rows[cfg.accuracy_column].to_list() if cfg.accuracy_column else [cfg.accuracy] * rows.height
-    bad = [m for m in modes if m not in ACCURACY_MODES]
-    if bad:
-        raise UsageError(f"{cfg.input}: column '{cfg.accuracy_column}' holds {bad[0]!r}; use math, choice or exact")
-    result: list[rewards.Judgement | None] = [None] * rows.height
-    answers, responses, completions = rows["answer"].to_list(), rows["response"].to_list(), rows["completion"].fill_null("").to_list()
-    math_rows = [i for i, m in enumerate(modes) if m == "math"]
-    if math_rows:
-        judged = pool.judge([answers[i] for i in math_rows], [responses[i] for i in math_rows])
-        for i, judgement in zip(math_rows, judged):
-            result[i] = judgement
-    for mode in ("choice", "exact"):
-        picked = [i for i, m in enumerate(modes) if m == mode]
-        if picked:
-            judged = rewards.JUDGES[mode]([completions[i] for i in picked], answer=[answers[i] for i in picked], response=[responses[i] for i in picked])
-            for i, judgement in zip(picked, judged):
-                result[i] = judgement
-    return result  # type: ignore[return-value]
 
 
 def _prompt_drops(problems: pl.DataFrame, cfg: FilterConfig, benchmarks: list[tuple[str, list[str]]]) -> pl.DataFrame:
@@ -386,10 +381,13 @@ def _prompt_drops(problems: pl.DataFrame, cfg: FilterConfig, benchmarks: list[tu
 def _select(scored: pl.DataFrame, prompt_drops: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
     """Pass rates, the pass-rate band, rejection sampling: adds pass_rate, keep and drop_reason."""
     correct = pl.col("accuracy_verdict") == "correct" if "accuracy" in cfg.checks else pl.col("failed_check").is_null()
-    rates = scored.group_by("prompt_id").agg(correct.mean().alias("pass_rate"))
+    # A sample that failed in generate (a server error) says nothing about how hard the prompt is.
+    failed_generation = pl.col("finish_reason") == FINISH_ERROR
+    rates = scored.group_by("prompt_id").agg(correct.filter(~failed_generation.fill_null(False)).mean().alias(PASS_RATE))
     scored = scored.join(rates, on="prompt_id", how="left", maintain_order="left").join(prompt_drops.select("prompt_id", pl.col("drop_reason").alias("prompt_drop")), on="prompt_id", how="left", maintain_order="left")
     band = pl.when(pl.col("pass_rate") < cfg.min_pass_rate).then(pl.lit("pass_rate_too_low")).when(pl.col("pass_rate") > cfg.max_pass_rate).then(pl.lit("pass_rate_too_high"))
-    scored = scored.with_columns(pl.coalesce("prompt_drop", band, "failed_check").alias("drop_reason")).drop("prompt_drop")
+    generation_error = pl.when(failed_generation).then(pl.lit(DROP_GENERATION_ERROR))
+    scored = scored.with_columns(pl.coalesce(generation_error, "prompt_drop", band, "failed_check").alias("drop_reason")).drop("prompt_drop")
     policy, count = cfg.keep_policy()
     if policy != "all":
         order = ["length", "sample"] if policy == "shortest" else ["sample"]
@@ -404,7 +402,7 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
     """Pass 2: stream the kept rows into data/train-*.parquet, then the non-reasoning rows."""
     data = out / "data"
     data.mkdir(parents=True)
-    kept = scored.filter("keep").select("id", pl.col("source").alias("kept_source"))
+    kept = scored.filter("keep").select("id", pl.col("source").alias("kept_source"), pl.col(PASS_RATE).alias("kept_pass_rate"))
     parts: list[Path] = []
     reasoning_rows = 0
     offset = 0
@@ -426,8 +424,11 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
                 "id": rows["id"].to_list(),
                 "prompt_id": rows["prompt_id"].to_list(),
                 "messages": messages,
-                "kind": ["reasoning"] * rows.height,
+                "kind": [KIND_REASONING] * rows.height,
                 "source": rows["kept_source"].fill_null(Path(source.name).name).to_list(),
+                "problem": rows["problem"].to_list(),
+                "answer": rows["answer"].to_list(),
+                PASS_RATE: rows["kept_pass_rate"].to_list(),
             },
             schema=SFT_SCHEMA,
         )
@@ -455,8 +456,11 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
                 "id": chosen["id"].to_list(),
                 "prompt_id": chosen["id"].to_list(),
                 "messages": messages,
-                "kind": ["non_reasoning"] * chosen.height,
+                "kind": [KIND_NON_REASONING] * chosen.height,
                 "source": [Path(cfg.non_reasoning).name] * chosen.height,
+                "problem": [next((m["content"] for m in c if m["role"] == "user"), None) for c in messages],
+                "answer": [None] * chosen.height,
+                PASS_RATE: [None] * chosen.height,
             },
             schema=SFT_SCHEMA,
         )
@@ -507,9 +511,10 @@ def _load_non_reasoning(source: str) -> pl.DataFrame:
 
 
 def _stats(scored: pl.DataFrame, prompt_drops: pl.DataFrame, kept: dict[str, int], cfg: FilterConfig) -> dict:
-    reasons = scored["drop_reason"].drop_nulls().value_counts(sort=True)
-    prompts = scored.group_by("prompt_id").agg(pl.col("pass_rate").first(), pl.col("keep").any())
-    histogram = Counter(min(int(rate * 10), 9) for rate in prompts["pass_rate"].to_list())
+    # Rows that failed in generate are counted apart: they were never judged, so they are no verdict on the data.
+    reasons = scored["drop_reason"].filter(scored["drop_reason"] != DROP_GENERATION_ERROR).value_counts(sort=True)
+    prompts = scored.group_by("prompt_id").agg(pl.col(PASS_RATE).first(), pl.col("keep").any())
+    histogram = Counter(min(int(rate * 10), 9) for rate in prompts[PASS_RATE].drop_nulls().to_list())
     contaminated = prompt_drops.filter(pl.col("drop_reason") == "contaminated")["benchmark"].value_counts(sort=True)
     verdicts = {
         check: dict(zip(*scored[f"{check}_verdict"].value_counts(sort=True).to_dict(as_series=False).values()))
@@ -518,6 +523,7 @@ def _stats(scored: pl.DataFrame, prompt_drops: pl.DataFrame, kept: dict[str, int
     by_source = scored.filter("keep").group_by(pl.col("source").fill_null(Path(cfg.input).name)).len()
     return {
         "rows_in": scored.height,
+        "generation_errors": int((scored["drop_reason"] == DROP_GENERATION_ERROR).sum()),
         "prompts_in": prompts.height,
         "dropped": dict(zip(reasons["drop_reason"].to_list(), reasons["count"].to_list())),
         "kept": kept,
@@ -535,7 +541,7 @@ def dataset_card(cfg: FilterConfig, stats: dict, started: datetime) -> str:
 
     total = stats["kept"]["reasoning"] + stats["kept"]["non_reasoning"]
     size = "n<1K" if total < 1_000 else "1K<n<10K" if total < 10_000 else "10K<n<100K" if total < 100_000 else "100K<n<1M" if total < 1_000_000 else "n>1M"
-    funnel = [f"| rows in | {stats['rows_in']:,} |"]
+    funnel = [f"| rows in | {stats['rows_in']:,} |", f"| failed in generate (not judged) | {stats['generation_errors']:,} |"]
     funnel += [f"| dropped: {reason} | {count:,} |" for reason, count in stats["dropped"].items()]
     funnel += [f"| kept (reasoning) | {stats['kept']['reasoning']:,} |", f"| added (non-reasoning) | {stats['kept']['non_reasoning']:,} |"]
     settings = {k: v for k, v in asdict(cfg).items() if k != "command"}
@@ -590,7 +596,7 @@ Versions: r1distill {__version__}, Python {platform.python_version()}, {", ".joi
 
 
 def print_summary(summary: FilterSummary) -> None:
-    rows = [("rows in", f"{summary.rows_in:,}")]
+    rows = [("rows in", f"{summary.rows_in:,}"), ("failed in generate", f"{summary.generation_errors:,}")]
     rows += [(f"dropped: {reason}", f"{count:,}") for reason, count in summary.dropped.items()]
     rows += [("kept (reasoning)", f"{summary.kept:,}"), ("added (non-reasoning)", f"{summary.non_reasoning:,}")]
     summary_table(f"filter → {summary.output}", rows)

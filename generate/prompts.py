@@ -1,20 +1,17 @@
-"""What the teacher is asked, and how its answer splits into thinking and response.
+"""What the teacher is asked.
 
 Two templates:
 - `chat`: the model's own chat template, an optional system prompt, and a user turn that asks for the
   final answer in \\boxed{} (DeepSeek's recommended math prompt), so the filter stage can verify it.
 - `r1-zero`: the exact R1-Zero prompt of the DeepSeek-R1 paper, sent as raw text with no chat template.
 
-The split (`schema.split_reasoning`, shared with the rewards) understands the three ways teachers return thinking: inline `<think>...</think>`, a template
-that pre-fills `<think>` so the completion starts inside the thinking (R1-Distill models), and a
-separate `reasoning_content` / `reasoning` field (vLLM with a reasoning parser, the DeepSeek API).
+How the answer comes back and is stored (inline `<think>`, a template that pre-fills `<think>`, a
+separate reasoning field) is `schema.canonical_completion`.
 """
 
 from __future__ import annotations
 
-from r1distill.schema import THINK_OPEN, r1_layout, split_reasoning
-
-__all__ = ["R1_ZERO", "TEMPLATES", "build_messages", "ends_inside_think", "full_completion", "split_reasoning"]
+__all__ = ["R1_ZERO", "TEMPLATES", "build_messages"]
 
 TEMPLATES = ("chat", "r1-zero")
 
@@ -45,14 +42,3 @@ def build_messages(problem: str, template: str, system: str | None, prompt_templ
     user = (prompt_template or DEFAULT_USER_TEMPLATE).replace("{problem}", problem)
     messages = [{"role": "system", "content": system}] if system else []
     return messages + [{"role": "user", "content": user}]
-
-
-def ends_inside_think(rendered_prompt: str) -> bool:
-    """Whether a rendered prompt pre-fills an opened think block (the completion starts inside it)."""
-    tail = rendered_prompt.rstrip()
-    return tail.endswith(THINK_OPEN)
-
-
-def full_completion(text: str, reasoning: str | None) -> str:
-    """The completion as one text: a separately returned thinking is put back in R1's layout."""
-    return text if reasoning is None else r1_layout(reasoning, text)

@@ -42,14 +42,25 @@ from r1distill import __version__
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
-from r1distill.generate.backends import Backend, Request, Result, Sampling
-from r1distill.generate.prompts import TEMPLATES, build_messages, full_completion, split_reasoning
+from r1distill.backends import BACKENDS, Backend, Request, Result, Sampling, make_backend
+from r1distill.generate.prompts import TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, now_us, read_state
-from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, TRACE_SCHEMA, stable_id, trace_id, trace_table
+from r1distill.schema import (
+    ANSWER,
+    FINISH_ERROR,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    PROBLEM,
+    PROMPT_ID,
+    TRACE_SCHEMA,
+    canonical_completion,
+    split_reasoning,
+    stable_id,
+    trace_id,
+    trace_table,
+)
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("transformers", "openai", "vllm")
 
 
 @dataclass
@@ -112,6 +123,8 @@ class GenerateConfig:
     """Torch device for the transformers backend (default: cuda when available, else cpu)."""
     tensor_parallel_size: int = 1
     """GPUs per model replica (vllm)."""
+    max_model_len: int | None = None
+    """Context length of prompt plus output (vllm; default: the model's own)."""
     data_parallel_size: int = 1
     """Model replicas, one process each on its own GPUs and its own shard of the prompts (vllm)."""
     command: list[str] = field(default_factory=list)
@@ -166,6 +179,8 @@ class GenerateConfig:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
             problems.append("--backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'")
+        if self.max_model_len is not None and (self.backend != "vllm" or self.max_model_len < 2):
+            problems.append("--max-model-len only applies to --backend vllm and must be at least 2")
         if self.data_parallel_size > 1 and self.backend != "vllm":
             problems.append("--data-parallel-size only applies to --backend vllm (use --shard for the others)")
         if Path(self.output).exists() and not Path(self.output).is_dir():
@@ -216,14 +231,14 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     api_key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
     index, count = cfg.shard_parts()
     out = Path(cfg.output)
-    generated = 0
+    generated, prefilled_think = 0, None
     with TraceStore(out, f"{index:05d}-of-{count:05d}", _table_builder(prompts), cfg.rows_per_shard, cfg.seconds_per_shard) as store:
         todo, redo = _pending(plan, read_state(out), cfg.max_tokens)
         log.info("%d prompts x %d samples: %d rows to generate (%d already done)", prompts.height, cfg.num_samples, len(todo), len(plan) - len(todo))
         if todo:
-            backend = make_backend(cfg, api_key)
+            backend = _backend(cfg, api_key)
             try:
-                generated = _drive(backend, todo, store, cfg, total=len(plan))
+                generated, prefilled_think = _drive(backend, todo, store, cfg, total=len(plan))
             finally:
                 backend.close()
         store.flush()
@@ -231,7 +246,7 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
         if redo or _has_superseded_rows(out):
             store.compact()
     summary = _summarize(out, [p.request.key for p in plan], generated, started)
-    _write_manifest(cfg, summary, started, prompts.height)
+    _write_manifest(cfg, summary, started, prompts.height, prefilled_think)
     return summary
 
 
@@ -276,7 +291,7 @@ def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tupl
             todo.append(planned)
             continue
         _, _, finish, budget = row
-        if finish == "stop" or (finish == "length" and budget >= max_tokens):
+        if finish == FINISH_STOP or (finish == FINISH_LENGTH and budget >= max_tokens):
             continue
         todo.append(planned)
         redo += 1
@@ -288,40 +303,44 @@ def _has_superseded_rows(out: Path) -> bool:
     return bool(files) and pl.scan_parquet(files).select(pl.col("id").is_duplicated().any()).collect().item()
 
 
-def make_backend(cfg: GenerateConfig, api_key: str | None) -> Backend:
-    """The backend named by cfg.backend; heavy imports happen only here."""
+def _backend(cfg: GenerateConfig, api_key: str | None) -> Backend:
+    """The backend of this run, with the options its kind takes."""
     sampling = Sampling(cfg.max_tokens, cfg.temperature, cfg.top_p)
     if cfg.backend == "openai":
-        from r1distill.generate.backends.openai_compat import OpenAIBackend
+        options = {
+            "base_urls": cfg.base_urls, "api_key": api_key, "concurrency": cfg.concurrency, "max_retries": cfg.max_retries,
+            "request_timeout": cfg.request_timeout, "retry_delay": cfg.retry_delay,
+        }
+    elif cfg.backend == "vllm":
+        options = {
+            "tensor_parallel_size": cfg.tensor_parallel_size, "max_model_len": cfg.max_model_len,
+            "batch_size": max(cfg.batch_size, 256), "seed": cfg.seed,
+        }
+    else:
+        options = {"batch_size": cfg.batch_size, "device": cfg.device, "seed": cfg.seed}
+    return make_backend(cfg.backend, cfg.model, sampling, **options)
 
-        return OpenAIBackend(
-            cfg.model, sampling, cfg.base_urls, api_key, cfg.concurrency, cfg.max_retries, cfg.request_timeout, cfg.retry_delay
-        )
-    if cfg.backend == "vllm":
-        from r1distill.generate.backends.vllm_offline import VLLMBackend
 
-        return VLLMBackend(cfg.model, sampling, cfg.tensor_parallel_size, max(cfg.batch_size, 256), cfg.seed)
-    from r1distill.generate.backends.hf import TransformersBackend
-
-    return TransformersBackend(cfg.model, sampling, cfg.batch_size, cfg.device, cfg.seed)
-
-
-def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: GenerateConfig, total: int) -> int:
+def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: GenerateConfig, total: int) -> tuple[int, bool | None]:
+    """Generate `todo`; returns the rows generated and whether the template pre-filled <think> (None: no result said)."""
     by_key = {planned.request.key: planned for planned in todo}
     generated = 0
+    prefilled_think = None
 
     with RowProgress(f"generate {cfg.model}", total=total, done=total - len(todo)) as progress:
 
         def emit(result: Result) -> None:
-            nonlocal generated
+            nonlocal generated, prefilled_think
             store.append(_row(by_key[result.key], result, cfg))
             generated += 1
-            progress.advance(result.completion_tokens or 0, result.finish_reason == "error")
+            if result.finish_reason != FINISH_ERROR:
+                prefilled_think = bool(prefilled_think) or result.prefilled_think
+            progress.advance(result.completion_tokens or 0, result.finish_reason == FINISH_ERROR)
 
         requests = [planned.request for planned in todo]
         with _fewer_collections():
             asyncio.run(backend.run(requests, emit))
-    return generated
+    return generated, prefilled_think
 
 
 @contextmanager
@@ -346,7 +365,8 @@ def _fewer_collections():
 
 def _row(planned: _Planned, result: Result, cfg: GenerateConfig) -> dict:
     """One journal row: the trace columns except the carried input columns."""
-    reasoning, response = split_reasoning(result.text, prefilled_think=result.prefilled_think, reasoning=result.reasoning)
+    completion = canonical_completion(result.text, reasoning=result.reasoning, prefilled_think=result.prefilled_think)
+    reasoning, response = split_reasoning(completion)
     return {
         "id": planned.request.key,
         PROMPT_ID: planned.prompt_id,
@@ -354,7 +374,7 @@ def _row(planned: _Planned, result: Result, cfg: GenerateConfig) -> dict:
         PROBLEM: planned.problem,
         ANSWER: planned.answer,
         "prompt": planned.request.messages,
-        "completion": full_completion(result.text, result.reasoning),
+        "completion": completion,
         "reasoning": reasoning,
         "response": response,
         "finish_reason": result.finish_reason,
@@ -397,8 +417,8 @@ def _summarize(out: Path, keys: list[str], generated: int, started: datetime) ->
         rows=len(keys),
         present=state.height,
         generated=generated,
-        truncated=by_reason.get("length", 0),
-        failed=by_reason.get("error", 0),
+        truncated=by_reason.get(FINISH_LENGTH, 0),
+        failed=by_reason.get(FINISH_ERROR, 0),
         completion_tokens=int(state["completion_tokens"].sum() or 0),
         wall_seconds=(datetime.now(timezone.utc) - started).total_seconds(),
     )
@@ -419,8 +439,10 @@ def _versions(backend: str) -> dict[str, str]:
     return found
 
 
-def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: datetime, prompts: int) -> None:
-    from r1distill.generate.backends.openai_compat import redact_url
+def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: datetime, prompts: int, prefilled_think: bool | None = None) -> None:
+    """`prefilled_think`: the template opened the think block itself, so completions start with the
+    `<think>` that generate put back (None when this run generated nothing to tell)."""
+    from r1distill.backends.openai_compat import redact_url
 
     index, count = cfg.shard_parts()
     settings = asdict(cfg)
@@ -433,6 +455,7 @@ def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: date
         "command": [redact_url(arg) if arg.startswith(("http://", "https://")) else arg for arg in cfg.command],
         "settings": settings,
         "shard": {"index": index, "count": count},
+        "prefilled_think": prefilled_think,
         "versions": _versions(cfg.backend),
         "counts": {"prompts": prompts} | {k: v for k, v in asdict(summary).items() if k != "output"},
     }

@@ -7,7 +7,9 @@ import importlib
 
 import pytest
 
-from r1distill.generate.prompts import R1_ZERO, build_messages, ends_inside_think, split_reasoning
+from r1distill.backends import ends_inside_think
+from r1distill.generate.prompts import R1_ZERO, build_messages
+from r1distill.schema import split_reasoning
 
 
 @pytest.mark.parametrize(
@@ -15,9 +17,10 @@ from r1distill.generate.prompts import R1_ZERO, build_messages, ends_inside_thin
     [
         "r1distill.schema",
         "r1distill.generate.prompts",
-        "r1distill.generate.backends.openai_compat",
-        "r1distill.generate.backends.vllm_offline",
-        "r1distill.filter.verify",
+        "r1distill.backends",
+        "r1distill.backends.openai_compat",
+        "r1distill.backends.vllm_offline",
+        "r1distill.rewards.verify",
         "r1distill.generate.run",
     ],
 )

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import doctest
+from contextlib import closing
 
 import polars as pl
 import pytest
 
-import r1distill.filter.rewards as rewards
-from r1distill.filter.rewards import (
-    JUDGES,
+import r1distill.rewards as rewards
+import r1distill.rewards.accuracy
+import r1distill.rewards.rules
+import r1distill.rewards.text
+from r1distill.rewards import (
+    RULES,
     Judgement,
-    aligned_rows,
-    completion_text,
-    extract_final_answer,
     judge_choice,
     judge_exact,
     judge_format,
@@ -21,12 +22,10 @@ from r1distill.filter.rewards import (
     judge_length,
     judge_repetition,
     judge_truncated,
-    normalize_answer,
-    repetition_ratio,
-    split_thinking,
-    trl_reward,
-    word_scripts,
+    rule,
 )
+from r1distill.rewards.rules import repetition_ratio, word_scripts
+from r1distill.rewards.text import aligned_rows, answer_region, completion_text, extract_final_answer, normalize_answer, split_thinking
 
 MB = 1 << 20
 
@@ -41,13 +40,17 @@ def chat(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def one(judge, completion, **columns) -> Judgement:
-    """The judgement of a single completion, columns given as single values."""
-    return judge([completion], **{name: [value] for name, value in columns.items()})[0]
+COLUMN_NAMES = {"answer", "finish_reason", "completion_tokens", "completion_ids"}
 
 
-def test_doctests():
-    result = doctest.testmod(rewards)
+def one(judge, completion, **keywords) -> Judgement:
+    """The judgement of a single completion: columns given as single values, options as they are."""
+    return judge([completion], **{name: [value] if name in COLUMN_NAMES else value for name, value in keywords.items()})[0]
+
+
+@pytest.mark.parametrize("module", [rewards, r1distill.rewards.text, r1distill.rewards.rules, r1distill.rewards.accuracy])
+def test_doctests(module):
+    result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -77,11 +80,13 @@ def test_split_thinking(completion, expected):
     assert split_thinking(completion) == expected
 
 
-def test_columns_are_aligned_and_options_repeated():
-    rows = list(aligned_rows(["a", chat("b")], answer=("x", None), finish_reason=pl.Series(["stop", "length"]), n=3))
-    assert rows == [("a", "x", "stop", 3), ("b", None, "length", 3)]
+def test_columns_are_aligned_and_a_missing_column_is_null():
+    rows = list(aligned_rows(["a", chat("b")], answer=("x", None), finish_reason=pl.Series(["stop", "length"]), n=None))
+    assert rows == [("a", "x", "stop", None), ("b", None, "length", None)]
     with pytest.raises(ValueError, match="finish_reason"):
         judge_truncated(["a", "b"], finish_reason=["stop"])
+    with pytest.raises(TypeError, match="answer"):
+        list(aligned_rows(["a"], answer="x"))  # a single value is not a column
 
 
 # Texts that make naive regexes, loops or recursion blow up, each 1 MB.
@@ -100,8 +105,12 @@ PATHOLOGICAL = {
 @pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
 def test_every_judge_is_linear_on_pathological_text(name):
     text = PATHOLOGICAL[name]
-    for judge in JUDGES.values():
-        [judgement] = judge([text], answer=["C"], finish_reason=["length"])
+    for mode in ("choice", "exact"):
+        for reason in ("stop", "length"):
+            [judgement] = rule("accuracy", mode=mode).judge([text], answer=["C"], finish_reason=[reason])
+            assert isinstance(judgement, Judgement)
+    for name in RULES[1:]:
+        [judgement] = rule(name).judge([text], answer=["C"], finish_reason=["length"])
         assert isinstance(judgement, Judgement)
 
 
@@ -180,9 +189,9 @@ def test_format(completion, lenient, verdict):
     assert judge_format([completion], lenient=lenient) == [Judgement(1.0 if verdict == "ok" else 0.0, verdict)]
 
 
-def test_format_lenient_as_a_column_and_conversational_completions():
+def test_format_lenient_and_conversational_completions():
     prefilled = "2+2=4\n</think>\n\n4"
-    assert [j.verdict for j in judge_format([prefilled, prefilled], lenient=[True, False])] == ["ok", "missing_think"]
+    assert [j.verdict for j in judge_format([prefilled], lenient=True) + judge_format([prefilled])] == ["ok", "missing_think"]
     assert judge_format([chat(r1("hm", "4")), chat("4")]) == [Judgement(1.0, "ok"), Judgement(0.0, "missing_think")]
 
 
@@ -219,17 +228,15 @@ def test_language_share(thinking, language, score):
 
 def test_language_threshold():
     thinking = " ".join(["word"] * 19) + " 字"  # 19 of 20 words are English
-    assert one(judge_language, r1(thinking, "x")) == Judgement(0.95, "consistent")
-    assert one(judge_language, r1(thinking, "x"), min_share=0.99) == Judgement(0.95, "mixed")
+    assert judge_language([r1(thinking, "x")]) == [Judgement(0.95, "consistent")]
+    assert judge_language([r1(thinking, "x")], min_share=0.99) == [Judgement(0.95, "mixed")]
 
 
-def test_language_reads_the_reasoning_column_then_the_thinking_then_the_whole_completion():
+def test_language_reads_the_thinking_then_the_whole_completion():
     english_r1 = r1("we add the numbers", "答案是四")  # the answer's language does not count
-    assert one(judge_language, english_r1).score == 1.0
-    assert one(judge_language, english_r1, reasoning="我们把数字相加").score == 0.0
-    assert one(judge_language, english_r1, reasoning=None).score == 1.0
-    assert one(judge_language, "答案是四", language="zh").score == 1.0  # no tags: the whole completion
-    assert one(judge_language, "<think>\n我们把数字", language="zh").score == 1.0  # truncated, tag not a word
+    assert judge_language([english_r1])[0].score == 1.0
+    assert judge_language(["答案是四"], language="zh")[0].score == 1.0  # no tags: the whole completion
+    assert judge_language(["<think>\n我们把数字"], language="zh")[0].score == 1.0  # truncated, tag not a word
 
 
 @pytest.mark.parametrize("text", ["", r1("12 + 34 = 46!", "46"), r1(r"\frac{1}{2} \cdot 4", "2"), "  \n"])
@@ -237,10 +244,10 @@ def test_language_without_words_cannot_be_judged(text):
     assert one(judge_language, text) == Judgement(None, "no_text")
 
 
-def test_language_per_row_target_and_unknown_language():
-    assert [j.score for j in judge_language([r1(EN, "a"), r1(ZH, "b")], language=["en", "zh"])] == [1.0, 1.0]
+def test_language_target_and_unknown_language():
+    assert [j.score for j in judge_language([r1(EN, "a"), r1(ZH, "b")], language="zh")] == [0.0, 1.0]
     with pytest.raises(ValueError, match="klingon"):
-        judge_language([r1(EN, "a")], language="klingon")
+        rule("language", language="klingon")  # refused when bound, before any row
 
 
 def test_word_scripts_ignore_tags_and_latex():
@@ -270,12 +277,15 @@ def test_length_bounds_are_inclusive(tokens, verdict):
     assert judgement == Judgement(1.0 if verdict == "ok" else 0.0, verdict)
 
 
-def test_length_falls_back_to_token_ids_then_words():
+def test_length_prefers_the_policys_token_ids_then_the_trace_column_then_words():
+    assert one(judge_length, "one", completion_ids=[1, 2, 3, 4], completion_tokens=1, min_tokens=3).verdict == "ok"
     assert one(judge_length, "one two three", completion_tokens=None, max_tokens=2).verdict == "too_long"
     assert one(judge_length, "one", completion_ids=[1, 2, 3, 4], min_tokens=3).verdict == "ok"
     assert one(judge_length, "one", min_tokens=3).verdict == "too_short"
     assert one(judge_length, "", completion_tokens=None) == Judgement(1.0, "ok")  # no bounds
-    assert judge_length([chat("a b c")], max_tokens=[2])[0].verdict == "too_long"
+    assert judge_length([chat("a b c")], max_tokens=2)[0].verdict == "too_long"
+    with pytest.raises(ValueError, match="min_tokens"):
+        rule("length", min_tokens=10, max_tokens=5)
 
 
 # --- repetition ---------------------------------------------------------------------------------
@@ -403,30 +413,43 @@ COLUMNS = {
 
 
 def test_registry_names_every_reward():
-    assert set(JUDGES) == {"format", "language", "length", "truncated", "repetition", "choice", "exact"}
+    assert RULES == ("accuracy", "format", "language", "length", "truncated", "repetition")
+    with pytest.raises(ValueError, match="unknown rule"):
+        rule("vibes")
+    with pytest.raises(ValueError, match="no option 'language'"):
+        rule("format", language="en")
+    with pytest.raises(ValueError, match="accuracy"):
+        rule("accuracy", language="en")
 
 
-@pytest.mark.parametrize("name", sorted(JUDGES))
+@pytest.mark.parametrize("name", RULES)
 def test_trl_reward_functions_are_named_and_aligned(name):
-    reward = getattr(rewards, f"{name}_reward")
-    assert reward.__name__ == f"{name}_reward"
-    scores = reward(completions=COMPLETIONS, **COLUMNS)
-    assert scores == [judgement.score for judgement in JUDGES[name](COMPLETIONS, **COLUMNS)]
-    assert len(scores) == len(COMPLETIONS)
-    assert all(score is None or (isinstance(score, float) and 0.0 <= score <= 1.0) for score in scores)
-    assert reward(completions=[]) == []
+    with closing(rule(name, **({"mode": "choice"} if name == "accuracy" else {}))) as reward:
+        assert reward.__name__ == f"{name}_reward"
+        scores = reward(completions=COMPLETIONS, **COLUMNS)
+        assert scores == [judgement.score for judgement in reward.judge(COMPLETIONS, **COLUMNS)]
+        assert len(scores) == len(COMPLETIONS)
+        assert all(score is None or (isinstance(score, float) and 0.0 <= score <= 1.0) for score in scores)
+        assert reward(completions=[]) == []
+
+
+# Dataset columns named like options: TRL passes them as keywords, and they must change nothing.
+OPTION_NAMED_COLUMNS = {"language": ["zh"] * 3, "max_tokens": [1] * 3, "min_tokens": [10**6] * 3, "n": [1] * 3,
+                        "lenient": [True] * 3, "mode": ["exact"] * 3, "max_ratio": [0.0] * 3, "min_share": [1.0] * 3}
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_dataset_columns_named_like_options_have_no_effect(name):
+    with closing(rule(name, **({"mode": "choice"} if name == "accuracy" else {}))) as reward:
+        assert reward(COMPLETIONS, **COLUMNS, **OPTION_NAMED_COLUMNS) == reward(COMPLETIONS, **COLUMNS)
 
 
 def test_trl_rewards_score_the_rows_as_expected():
-    assert rewards.format_reward(COMPLETIONS) == [1.0, 0.0, 0.0]
-    assert rewards.format_reward(COMPLETIONS, lenient=True) == [1.0, 1.0, 0.0]
-    assert rewards.choice_reward(COMPLETIONS, **COLUMNS) == [1.0, 0.0, None]
-    assert rewards.truncated_reward(COMPLETIONS, **COLUMNS) == [1.0, 1.0, 0.0]
-    assert rewards.length_reward(COMPLETIONS, max_tokens=100, **COLUMNS) == [1.0, 1.0, 0.0]
-    assert rewards.language_reward(COMPLETIONS, **COLUMNS) == [1.0, None, 1.0]
-    assert rewards.exact_reward(COMPLETIONS, **COLUMNS) == [1.0, 0.0, None]
-
-
-def test_trl_reward_wraps_any_judge():
-    reward = trl_reward(lambda completions, **_: [Judgement(None, "x") for _ in completions], "custom_reward")
-    assert reward.__name__ == "custom_reward" and reward(["a", "b"], unused=[1, 2]) == [None, None]
+    assert rule("format")(COMPLETIONS) == [1.0, 0.0, 0.0]
+    assert rule("format", lenient=True)(COMPLETIONS) == [1.0, 1.0, 0.0]
+    assert rule("truncated")(COMPLETIONS, **COLUMNS) == [1.0, 1.0, 0.0]
+    assert rule("length", max_tokens=8)(COMPLETIONS, **COLUMNS) == [0.0, 1.0, 0.0]  # completion_ids win
+    assert rule("language")(COMPLETIONS, **COLUMNS) == [1.0, None, 1.0]
+    with rule("accuracy", mode="choice") as choice, rule("accuracy", mode="exact") as exact:
+        assert choice(COMPLETIONS, **COLUMNS) == [1.0, 0.0, None]
+        assert exact(COMPLETIONS, **COLUMNS) == [1.0, 0.0, None]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from conftest import run_cli, write_jsonl
+from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.generate import GenerateConfig, generate
 
 
@@ -34,12 +37,18 @@ def test_stop_tokens_end_a_completion(tmp_path, tiny_stopping_model):
     assert traces["completion"].to_list() == ["", ""]
 
 
-def test_a_template_that_prefills_think_puts_a_cut_off_completion_in_reasoning(tmp_path, tiny_think_model):
+def test_a_template_that_prefills_think_stores_the_opening_tag_and_filter_reads_it_as_thinking(tmp_path, tiny_think_model):
     cfg = GenerateConfig(str(_problems(tmp_path, 1)), str(tmp_path / "out"), model=str(tiny_think_model), max_tokens=6)
     generate(cfg)
     row = pl.read_parquet(tmp_path / "out" / "*.parquet").row(0, named=True)
     assert row["finish_reason"] == "length"
-    assert row["reasoning"] == row["completion"].strip() and row["response"] == ""
+    assert row["completion"].startswith("<think>\n"), "the canonical completion carries the pre-filled opening tag"
+    assert row["reasoning"] == row["completion"].removeprefix("<think>").strip() and row["response"] == ""
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["prefilled_think"] is True
+    # Default filter options: the cut-off thinking is seen as thinking (not "missing_think"), with no answer.
+    filter_traces(FilterConfig(str(tmp_path / "out"), str(tmp_path / "sft"), workers=1))
+    scored = pl.read_parquet(tmp_path / "sft" / "scored" / "*.parquet").row(0, named=True)
+    assert (scored["format_verdict"], scored["accuracy_verdict"]) == ("unclosed_think", "no_answer")
 
 
 def test_same_seed_same_completions(tmp_path, tiny_model):

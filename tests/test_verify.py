@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from r1distill.filter.verify import VerifierPool
+from r1distill.rewards.verify import VerifierPool
 
 
 def test_verdicts():
@@ -31,7 +31,7 @@ def test_a_pathological_answer_times_out_and_the_rest_goes_on():
 
 
 def test_fast_path_decides_only_what_is_certain():
-    from r1distill.filter.verify import fast_verdict
+    from r1distill.rewards.verify import fast_verdict
 
     assert fast_verdict("\\frac{3}{4}", "\\boxed{0.75}").verdict == "correct"
     assert fast_verdict("1,000", "\\boxed{1000}").verdict == "correct"
@@ -42,10 +42,9 @@ def test_fast_path_decides_only_what_is_certain():
 
 
 def test_trl_style_accuracy_reward_scores_plain_and_conversational_completions():
-    from r1distill.filter.verify import MathAccuracyReward
+    from r1distill.rewards import rule
 
-    reward = MathAccuracyReward(workers=1, timeout=5)
-    try:
+    with rule("accuracy", workers=1, timeout=5) as reward:
         completions = [
             "<think>\n2+2\n</think>\n\nSo \\boxed{4}.",
             [{"role": "assistant", "content": "<think>\nhmm\n</think>\n\n\\boxed{\\frac{8}{2}}"}],
@@ -54,5 +53,3 @@ def test_trl_style_accuracy_reward_scores_plain_and_conversational_completions()
         ]
         assert reward(completions, answer=["4", "4", "4", None], trainer_state=None) == [1.0, 1.0, 0.0, None]
         assert reward.__name__ == "accuracy_reward"
-    finally:
-        reward.close()

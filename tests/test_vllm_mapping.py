@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from conftest import write_jsonl
 from r1distill.cli import app
-from r1distill.generate.backends import Request, Sampling
-from r1distill.generate.backends.vllm_offline import sampling_kwargs, to_result
+from r1distill.backends import Request, Sampling
+from r1distill.backends.vllm_offline import sampling_kwargs, to_result
 
 
 def _output(text: str, finish: str, tokens: int, prompt_tokens: int):

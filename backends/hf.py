@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from r1distill import models
-from r1distill.generate.backends import Request, Result, Sampling
-from r1distill.generate.prompts import ends_inside_think
+from r1distill.backends import Request, Result, Sampling, ends_inside_think, render_prompt
+from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,8 @@ class TransformersBackend:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.stop_ids = _stop_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
 
-    def render(self, request: Request) -> str:
-        """The exact text the model continues: the chat template applied, or the raw prompt."""
-        if request.raw:
-            return request.messages[0]["content"]
-        return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-
     async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
-        rendered = [(request, self.render(request)) for request in requests]
+        rendered = [(request, render_prompt(self.tokenizer, request)) for request in requests]
         lengths = [len(ids) for ids in self.tokenizer([text for _, text in rendered], add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(rendered)), key=lambda i: -lengths[i])
         for start in range(0, len(order), self.batch_size):
@@ -62,7 +56,7 @@ class TransformersBackend:
             return self._generate(batch)
         except Exception as err:  # one bad batch (OOM, a too-long prompt) must not end a long run
             log.warning("batch of %d failed: %s", len(batch), err)
-            return [Result(key=request.key, finish_reason="error", error=f"{type(err).__name__}: {err}"[:500]) for request, _ in batch]
+            return [Result(key=request.key, finish_reason=FINISH_ERROR, error=f"{type(err).__name__}: {err}"[:500]) for request, _ in batch]
 
     def _generate(self, batch: list[tuple[Request, str]]) -> list[Result]:
         torch = self.torch
@@ -94,7 +88,7 @@ class TransformersBackend:
                 Result(
                     key=request.key,
                     text=self.tokenizer.decode(tokens, skip_special_tokens=False),
-                    finish_reason="stop" if finished else "length",
+                    finish_reason=FINISH_STOP if finished else FINISH_LENGTH,
                     prefilled_think=ends_inside_think(text),
                     completion_tokens=len(tokens),
                     prompt_tokens=int(prompt_tokens[row]),

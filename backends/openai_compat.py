@@ -22,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import orjson
 
-from r1distill.generate.backends import Request, Result, Sampling
+from r1distill.backends import Request, Result, Sampling, map_finish_reason
+from r1distill.schema import FINISH_ERROR
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
 MAX_RETRY_AFTER = 600.0
@@ -126,7 +127,7 @@ class OpenAIBackend:
     def _failed(self, request: Request, problem: str) -> Result:
         if self.api_key:
             problem = problem.replace(self.api_key, "***")
-        return Result(key=request.key, finish_reason="error", error=problem[:1000])
+        return Result(key=request.key, finish_reason=FINISH_ERROR, error=problem[:1000])
 
     def _pick(self) -> str:
         """The base URL with the fewest requests in flight; ties go round-robin."""
@@ -168,11 +169,13 @@ def parse_reply(request: Request, raw: bytes) -> Result:
     text = text or ""
     if not isinstance(text, str) or not (reasoning is None or isinstance(reasoning, str)):
         raise MalformedReply("content is not text")
+    finish_reason, error = map_finish_reason(choice.get("finish_reason"))
     return Result(
         key=request.key,
         text=text,
         reasoning=reasoning,
-        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        finish_reason=finish_reason,
+        error=error,
         completion_tokens=usage.get("completion_tokens"),
         prompt_tokens=usage.get("prompt_tokens"),
     )

@@ -13,8 +13,8 @@ rows in one budget.
 Verdicts: correct (1.0), incorrect (0.0), no_answer (0.0: nothing to compare), gold_unparseable and
 no_gold (None: cannot verify), timeout (None).
 
-The prediction is what Math-Verify extracts from the response (the text after the thinking), the same
-call a plain `math_verify.parse(response)` makes, so verdicts match a naive row-by-row loop; only the
+The prediction is what Math-Verify extracts from the response (`text.answer_region`: the text after
+the thinking), the same call a plain `math_verify.parse(response)` makes, so verdicts match a naive row-by-row loop; only the
 last `MAX_RESPONSE_CHARS` of a response are read, which bounds the cost of megabyte-long answers.
 """
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.connection import Connection, wait
 
-from r1distill.filter.rewards import Judgement, completion_text, extract_final_answer, normalize_answer, split_thinking
+from r1distill.rewards.text import Judgement, extract_final_answer, normalize_answer
 
 log = logging.getLogger(__name__)
 
@@ -275,30 +275,3 @@ class VerifierPool:
         self.timeouts += len(stuck)
         log.debug("verification timed out after %.1fs; worker restarted", self.timeout)
         self._pool[self._pool.index(worker)] = self._start()
-
-
-class MathAccuracyReward:
-    """The math accuracy reward, TRL style: `reward(completions, answer, **columns) -> list[float | None]`.
-
-    GRPO (`r1distill rl`) scores with the same killable verification as the filter stage: a policy that
-    learns to emit `\\boxed{9^{9^{9^{9}}}}` costs one timeout (None: cannot verify), never a hung step.
-    The worker pool starts on the first call and lives until `close`.
-    """
-
-    __name__ = "accuracy_reward"
-
-    def __init__(self, workers: int | None = None, timeout: float = 5.0) -> None:
-        self._pool = VerifierPool(**({"workers": workers} if workers else {}), timeout=timeout)
-        self._started = False
-
-    def __call__(self, completions: list, answer: list, **columns) -> list[float | None]:
-        if not self._started:
-            self._pool.__enter__()
-            self._started = True
-        responses = [split_thinking(completion_text(c))[1] for c in completions]
-        return [judgement.score for judgement in self._pool.judge(list(answer), responses)]
-
-    def close(self) -> None:
-        if self._started:
-            self._pool.__exit__(None, None, None)
-            self._started = False

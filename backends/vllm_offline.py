@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 from r1distill import models
+from r1distill.backends import Request, Result, Sampling, ends_inside_think, map_finish_reason, render_prompt
 from r1distill.errors import UsageError
-from r1distill.generate.backends import Request, Result, Sampling
-from r1distill.generate.prompts import ends_inside_think
+from r1distill.schema import FINISH_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,12 @@ def sampling_kwargs(sampling: Sampling, seed: int | None) -> dict:
 def to_result(request: Request, prompt_text: str, output) -> Result:
     """Map a `vllm.RequestOutput` (one completion) to a Result."""
     completion = output.outputs[0]
+    finish_reason, error = map_finish_reason(completion.finish_reason)
     return Result(
         key=request.key,
         text=completion.text,
-        finish_reason="length" if completion.finish_reason == "length" else "stop",
+        finish_reason=finish_reason,
+        error=error,
         prefilled_think=ends_inside_think(prompt_text),
         completion_tokens=len(completion.token_ids),
         prompt_tokens=len(output.prompt_token_ids) if output.prompt_token_ids is not None else None,
@@ -55,7 +57,15 @@ def to_result(request: Request, prompt_text: str, output) -> Result:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model: str, sampling: Sampling, tensor_parallel_size: int = 1, batch_size: int = 1024, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: str,
+        sampling: Sampling,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        batch_size: int = 1024,
+        seed: int = 0,
+    ) -> None:
         try:
             from vllm import LLM, SamplingParams
         except ImportError as err:
@@ -63,23 +73,26 @@ class VLLMBackend:
         self.SamplingParams = SamplingParams
         self.sampling = sampling
         self.batch_size = batch_size
-        self.llm = LLM(model=models.resolve(model), tensor_parallel_size=tensor_parallel_size, seed=seed)
+        # max_model_len bounds prompt + output; None lets vLLM take the model's own context length.
+        self.llm = LLM(model=models.resolve(model), tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, seed=seed)
         self.tokenizer = self.llm.get_tokenizer()
-
-    def render(self, request: Request) -> str:
-        if request.raw:
-            return request.messages[0]["content"]
-        return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
 
     async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
         # vLLM batches internally; chunks only bound how much finished work waits for the journal.
         for start in range(0, len(requests), self.batch_size):
             chunk = requests[start : start + self.batch_size]
-            for result in await asyncio.to_thread(self._generate, chunk):
+            for result in await asyncio.to_thread(self._generate_chunk, chunk):
                 emit(result)
 
+    def _generate_chunk(self, chunk: Sequence[Request]) -> list[Result]:
+        try:
+            return self._generate(chunk)
+        except Exception as err:  # an engine error must not end a long run: error rows, retried next run
+            log.warning("vLLM failed on a chunk of %d requests: %s", len(chunk), err)
+            return [Result(key=request.key, finish_reason=FINISH_ERROR, error=f"{type(err).__name__}: {err}"[:500]) for request in chunk]
+
     def _generate(self, chunk: Sequence[Request]) -> list[Result]:
-        prompts = [self.render(request) for request in chunk]
+        prompts = [render_prompt(self.tokenizer, request) for request in chunk]
         # Token ids, not text: vLLM would add a second BOS to templates that already start with one.
         tokens = [{"prompt_token_ids": self.tokenizer(text, add_special_tokens=False)["input_ids"]} for text in prompts]
         params = [self.SamplingParams(**sampling_kwargs(self.sampling, request.seed)) for request in chunk]

@@ -1,0 +1,146 @@
+"""Model access for every stage: one small `Backend` protocol, three backends, one `make_backend`.
+
+A backend turns `Request`s into `Result`s and hands each result to `emit` the moment it is finished, so
+the caller can journal it before anything else can go wrong. It never raises for a single failed
+request: that becomes a `Result` with finish_reason "error" and the reason, and the next run retries it.
+
+- transformers (`hf.py`): batched sampling on the CPU or one GPU; the embedded default model's home.
+- openai (`openai_compat.py`): any OpenAI-compatible server (`vllm serve`, SGLang, DeepSeek's API).
+- vllm (`vllm_offline.py`): offline `vllm.LLM` on local GPUs.
+
+generate uses them for teacher traces; eval and an LLM judge use the same ones. Importing this package
+loads no stage code and no heavy library: a backend's module (torch, aiohttp, vLLM) is imported only
+when `make_backend` builds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, THINK_OPEN
+
+BACKENDS = ("transformers", "openai", "vllm")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings shared by every request of a run."""
+
+    max_tokens: int
+    """Most tokens generated per completion."""
+    temperature: float
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float
+    """Nucleus sampling mass."""
+
+
+@dataclass(slots=True)
+class Request:
+    """One completion to generate: one sample of one prompt."""
+
+    key: str
+    """The trace id the result belongs to."""
+    messages: list[dict[str, str]]
+    """Chat messages; for a raw-text request, one user message holding the whole text."""
+    raw: bool = False
+    """Send messages[0] as plain text (completions endpoint, no chat template), as the R1-Zero prompt is."""
+    seed: int | None = None
+    """Per-request seed where the backend supports one, so a rerun can reproduce a sample."""
+
+
+@dataclass(slots=True)
+class Result:
+    """What a backend produced for one request."""
+
+    key: str
+    """The request's key."""
+    text: str = ""
+    """The generated text (the answer part when the server returns thinking separately)."""
+    finish_reason: str = FINISH_STOP
+    """stop, length or error (schema.FINISH_REASONS)."""
+    reasoning: str | None = None
+    """Thinking returned in a separate field (`reasoning_content` / `reasoning`), else None."""
+    prefilled_think: bool = False
+    """The prompt as rendered ended inside an opened <think> block (R1-Distill chat templates)."""
+    completion_tokens: int | None = None
+    """Tokens generated, when known."""
+    prompt_tokens: int | None = None
+    """Tokens in the prompt, when known."""
+    error: str | None = None
+    """Why the request failed; set only with finish_reason "error"."""
+
+
+class Backend(Protocol):
+    """Generates completions for requests; see the module docstring for the contract."""
+
+    name: str
+
+    async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
+        """Generate every request, calling `emit` once per request as soon as its result is ready."""
+        ...
+
+    def close(self) -> None:
+        """Release models, sessions and worker processes."""
+        ...
+
+
+def render_prompt(tokenizer: Any, request: Request) -> str:
+    """The exact text a local model continues: the chat template applied, or the raw prompt."""
+    if request.raw:
+        return request.messages[0]["content"]
+    return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+
+
+def ends_inside_think(rendered_prompt: str) -> bool:
+    """Whether a rendered prompt pre-fills an opened think block (the completion starts inside it).
+
+    >>> ends_inside_think("<|im_start|>assistant\\n<think>\\n"), ends_inside_think("<|im_start|>assistant\\n")
+    (True, False)
+    """
+    return rendered_prompt.rstrip().endswith(THINK_OPEN)
+
+
+# Finish reasons that mean the model stopped by itself: OpenAI and vLLM say "stop"; TGI and other
+# servers say "eos_token" or "stop_sequence"; a tool call is a finished turn too.
+_STOPPED = frozenset({"stop", "eos", "eos_token", "stop_sequence", "end_turn", "tool_calls", "function_call"})
+_CUT_OFF = frozenset({"length", "max_tokens"})
+
+
+def map_finish_reason(reason: str | None) -> tuple[str, str | None]:
+    """A server's or engine's finish reason as (schema finish_reason, error).
+
+    A reason that is neither a stop nor the token limit (`content_filter`, `abort`) is an error that
+    carries it: the text may be cut anywhere, and a rerun retries it. No reason at all (servers that
+    omit it) counts as a stop.
+
+    >>> map_finish_reason("stop"), map_finish_reason("length"), map_finish_reason("content_filter")
+    (('stop', None), ('length', None), ('error', "finish_reason 'content_filter'"))
+    """
+    if reason is None or reason in _STOPPED:
+        return FINISH_STOP, None
+    if reason in _CUT_OFF:
+        return FINISH_LENGTH, None
+    return FINISH_ERROR, f"finish_reason {reason!r}"
+
+
+def make_backend(kind: str, model: str, sampling: Sampling, **options: Any) -> Backend:
+    """The backend `kind` (one of BACKENDS) for `model`; `options` go to its constructor.
+
+    transformers: batch_size, device, seed. openai: base_urls, api_key, concurrency, max_retries,
+    request_timeout, retry_delay. vllm: tensor_parallel_size, max_model_len, batch_size, seed.
+    """
+    if kind == "openai":
+        from r1distill.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(model, sampling, **options)
+    if kind == "vllm":
+        from r1distill.backends.vllm_offline import VLLMBackend
+
+        return VLLMBackend(model, sampling, **options)
+    if kind == "transformers":
+        from r1distill.backends.hf import TransformersBackend
+
+        return TransformersBackend(model, sampling, **options)
+    raise ValueError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
