@@ -1,18 +1,23 @@
 """The `r1distill` command: thin Typer commands that parse options and call the stage functions.
 
-A `UsageError` (bad input or options) becomes one line on stderr and exit code 2, never a traceback.
+Every command runs its stage inside `_edges`: a `UsageError` (bad input or options) and a full or
+read-only disk become one line on stderr and exit code 2, Ctrl-C one line and exit code 130; never a
+traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from r1distill import __version__
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, first_line
 
 app = typer.Typer(
     help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
@@ -27,6 +32,28 @@ INPUT_HELP = "Prompt table: .jsonl/.json/.parquet/.csv, a folder of Parquet shar
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+# A disk that is full, read-only or not ours: the user fixes these, so they are one line, not a bug's traceback.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG})
+_DISK_MESSAGES = ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded", "File too large")
+
+
+@contextmanager
+def _edges(output: Path, interrupted: str) -> Iterator[None]:
+    """Run a stage with the CLI's error contract (see the module docstring); `interrupted` is the Ctrl-C line."""
+    try:
+        yield
+    except UsageError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        typer.echo(interrupted, err=True)
+        raise typer.Exit(130) from None
+    except OSError as err:
+        if err.errno not in _DISK_ERRNOS and not any(text in str(err) for text in _DISK_MESSAGES):
+            raise
+        where = err.filename or output
+        _fail(f"{where}: {err.strerror or first_line(err)}; free some space or choose another -o, then rerun the same command")
 
 
 def _version(value: bool) -> None:
@@ -119,13 +146,8 @@ def generate(
         max_model_len=max_model_len,
         command=["r1distill", *sys.argv[1:]],
     )
-    try:
+    with _edges(output, "interrupted: finished rows are saved; rerun the same command to resume"):
         summary = run_generate(cfg)
-    except UsageError as err:
-        _fail(str(err))
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished rows are saved; rerun the same command to resume", err=True)
-        raise typer.Exit(130)
     print_summary(summary)
     if summary.failed:
         typer.echo(f"{summary.failed} requests failed after retries; rerun the same command to retry them", err=True)
@@ -198,10 +220,8 @@ def filter_(
         seed=seed,
         command=["r1distill", *sys.argv[1:]],
     )
-    try:
+    with _edges(output, "interrupted: nothing was written; rerun the same command"):
         summary = filter_traces(cfg)
-    except UsageError as err:
-        _fail(str(err))
     print_summary(summary)
 
 
@@ -217,10 +237,8 @@ def push(
     """
     from r1distill.hub import push as push_folder
 
-    try:
+    with _edges(folder, "interrupted: the upload stopped; rerun the same command"):
         url = push_folder(folder, repo_id, private)
-    except UsageError as err:
-        _fail(str(err))
     typer.echo(url)
 
 

@@ -102,6 +102,17 @@ def ends_inside_think(rendered_prompt: str) -> bool:
     return rendered_prompt.rstrip().endswith(THINK_OPEN)
 
 
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+def prompt_too_long(request: Request, prompt_tokens: int, context: int) -> Result:
+    """The error row of a prompt that leaves no room for one output token in the model's context."""
+    return Result(
+        key=request.key, finish_reason=FINISH_ERROR, prompt_tokens=prompt_tokens,
+        error=f"{PROMPT_TOO_LONG}: the prompt has {prompt_tokens} tokens, the model's context is {context}",
+    )
+
+
 # Finish reasons that mean the model stopped by itself: OpenAI and vLLM say "stop"; TGI and other
 # servers say "eos_token" or "stop_sequence"; a tool call is a finished turn too.
 _STOPPED = frozenset({"stop", "eos", "eos_token", "stop_sequence", "end_turn", "tool_calls", "function_call"})

@@ -1,8 +1,10 @@
 """The transformers backend: batched sampling on the CPU or one GPU, the embedded default's home.
 
 Requests are sorted by prompt length so a batch pads little, and generated in batches of `batch_size`
-(the samples of one prompt are ordinary rows of a batch). A batch that fails (out of memory, say)
-becomes error rows that the next run retries, instead of ending the run.
+(the samples of one prompt are ordinary rows of a batch). A prompt longer than the model's context is
+never sent: its rows are `prompt_too_long` errors at once, and no row is generated past the context.
+A batch that fails (out of memory, say) becomes error rows that the next run retries, instead of
+ending the run. Batches run in the calling thread, so Ctrl-C stops one mid-batch.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from r1distill import models
-from r1distill.backends import Request, Result, Sampling, ends_inside_think, render_prompt
+from r1distill.backends import Request, Result, Sampling, ends_inside_think, prompt_too_long, render_prompt
+from r1distill.errors import UsageError, first_line
 from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ class TransformersBackend:
         self.batch_size = batch_size
         self.seed = seed
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        path = models.resolve(model)
+        path = check_model(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -41,24 +44,34 @@ class TransformersBackend:
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.stop_ids = _stop_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
+        self.context = context_length(self.model.config, self.tokenizer)
 
     async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
         rendered = [(request, render_prompt(self.tokenizer, request)) for request in requests]
         lengths = [len(ids) for ids in self.tokenizer([text for _, text in rendered], add_special_tokens=False)["input_ids"]]
-        order = sorted(range(len(rendered)), key=lambda i: -lengths[i])
+        fits = []
+        for i, (request, _) in enumerate(rendered):
+            if lengths[i] >= self.context:  # not even one output token would fit
+                emit(prompt_too_long(request, lengths[i], self.context))
+            else:
+                fits.append(i)
+        order = sorted(fits, key=lambda i: -lengths[i])
         for start in range(0, len(order), self.batch_size):
             batch = [rendered[i] for i in order[start : start + self.batch_size]]
-            for result in await asyncio.to_thread(self._generate_batch, batch):
+            # In this thread, not a worker thread: a Ctrl-C lands inside the batch instead of after it.
+            for result in self._generate_batch(batch, budget=min(self.sampling.max_tokens, self.context - lengths[order[start]])):
                 emit(result)
+            await asyncio.sleep(0)
 
-    def _generate_batch(self, batch: list[tuple[Request, str]]) -> list[Result]:
+    def _generate_batch(self, batch: list[tuple[Request, str]], budget: int) -> list[Result]:
+        """One batch; `budget` (new tokens) keeps its longest prompt plus output within the context."""
         try:
-            return self._generate(batch)
+            return self._generate(batch, budget)
         except Exception as err:  # one bad batch (OOM, a too-long prompt) must not end a long run
             log.warning("batch of %d failed: %s", len(batch), err)
             return [Result(key=request.key, finish_reason=FINISH_ERROR, error=f"{type(err).__name__}: {err}"[:500]) for request, _ in batch]
 
-    def _generate(self, batch: list[tuple[Request, str]]) -> list[Result]:
+    def _generate(self, batch: list[tuple[Request, str]], budget: int) -> list[Result]:
         torch = self.torch
         texts = [text for _, text in batch]
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -68,7 +81,7 @@ class TransformersBackend:
         with torch.inference_mode():
             output = self.model.generate(
                 **encoded,
-                max_new_tokens=self.sampling.max_tokens,
+                max_new_tokens=budget,
                 do_sample=not greedy,
                 temperature=None if greedy else self.sampling.temperature,
                 top_p=None if greedy else self.sampling.top_p,
@@ -83,7 +96,7 @@ class TransformersBackend:
             generated = output[row, prompt_width:].tolist()
             stop_at = next((i for i, token in enumerate(generated) if token in self.stop_ids), None)
             tokens = generated if stop_at is None else generated[:stop_at]
-            finished = stop_at is not None or len(tokens) < self.sampling.max_tokens
+            finished = stop_at is not None or len(tokens) < budget
             results.append(
                 Result(
                     key=request.key,
@@ -110,3 +123,25 @@ def _stop_ids(*candidates: int | list[int] | None) -> set[int]:
         elif candidate:
             ids.update(candidate)
     return ids
+
+
+def check_model(model: str) -> str:
+    """The folder or Hub id `from_pretrained` loads for `model`, checked by reading its config: a typo
+    is a one-line UsageError before any output is written, not a traceback from deep in transformers."""
+    from transformers import AutoConfig
+
+    path = models.resolve(model)
+    try:
+        AutoConfig.from_pretrained(path)
+    except Exception as err:
+        raise UsageError(
+            f"--model {model}: cannot load it ({first_line(err)}); give 'smollm2-135m', a local model folder or a Hub id"
+        ) from err
+    return path
+
+
+def context_length(config, tokenizer) -> int:
+    """Tokens of prompt plus output the model can attend to: its position limit, or the tokenizer's if smaller."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    # Tokenizers without a limit report a huge sentinel (1e30).
+    return min((int(limit) for limit in limits if limit and limit < 10**9), default=10**9)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from r1distill import models
-from r1distill.backends import Request, Result, Sampling, ends_inside_think, map_finish_reason, render_prompt
+from r1distill.backends import Request, Result, Sampling, ends_inside_think, map_finish_reason, prompt_too_long, render_prompt
 from r1distill.errors import UsageError
 from r1distill.schema import FINISH_ERROR
 
@@ -76,13 +76,18 @@ class VLLMBackend:
         # max_model_len bounds prompt + output; None lets vLLM take the model's own context length.
         self.llm = LLM(model=models.resolve(model), tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, seed=seed)
         self.tokenizer = self.llm.get_tokenizer()
+        # What vLLM settled on (the option, or the model's own limit): vLLM rejects a whole batch for
+        # one prompt over it, so such prompts are answered here, one error row each.
+        self.context = self.llm.llm_engine.model_config.max_model_len
 
     async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
         # vLLM batches internally; chunks only bound how much finished work waits for the journal.
         for start in range(0, len(requests), self.batch_size):
             chunk = requests[start : start + self.batch_size]
-            for result in await asyncio.to_thread(self._generate_chunk, chunk):
+            # In this thread, not a worker thread: a Ctrl-C lands inside the chunk instead of after it.
+            for result in self._generate_chunk(chunk):
                 emit(result)
+            await asyncio.sleep(0)
 
     def _generate_chunk(self, chunk: Sequence[Request]) -> list[Result]:
         try:
@@ -94,10 +99,14 @@ class VLLMBackend:
     def _generate(self, chunk: Sequence[Request]) -> list[Result]:
         prompts = [render_prompt(self.tokenizer, request) for request in chunk]
         # Token ids, not text: vLLM would add a second BOS to templates that already start with one.
-        tokens = [{"prompt_token_ids": self.tokenizer(text, add_special_tokens=False)["input_ids"]} for text in prompts]
-        params = [self.SamplingParams(**sampling_kwargs(self.sampling, request.seed)) for request in chunk]
-        outputs = self.llm.generate(tokens, params, use_tqdm=False)
-        return [to_result(request, prompt, output) for request, prompt, output in zip(chunk, prompts, outputs)]
+        ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in prompts]
+        results = [prompt_too_long(request, len(i), self.context) for request, i in zip(chunk, ids) if len(i) >= self.context]
+        sent = [(request, prompt, i) for request, prompt, i in zip(chunk, prompts, ids) if len(i) < self.context]
+        if sent:
+            params = [self.SamplingParams(**sampling_kwargs(self.sampling, request.seed)) for request, _, _ in sent]
+            outputs = self.llm.generate([{"prompt_token_ids": i} for _, _, i in sent], params, use_tqdm=False)
+            results += [to_result(request, prompt, output) for (request, prompt, _), output in zip(sent, outputs)]
+        return results
 
     def close(self) -> None:
         del self.llm

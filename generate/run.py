@@ -28,6 +28,8 @@ import json
 import logging
 import os
 import platform
+import signal
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -179,6 +181,8 @@ class GenerateConfig:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
             problems.append("--backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'")
+        if self.device is not None:
+            problems += _device_problems(self.device, self.backend)
         if self.max_model_len is not None and (self.backend != "vllm" or self.max_model_len < 2):
             problems.append("--max-model-len only applies to --backend vllm and must be at least 2")
         if self.data_parallel_size > 1 and self.backend != "vllm":
@@ -187,6 +191,22 @@ class GenerateConfig:
             problems.append(f"-o {self.output}: exists and is not a folder")
         if problems:
             raise UsageError("; ".join(problems))
+
+
+def _device_problems(device: str, backend: str) -> list[str]:
+    if backend != "transformers":
+        return [f"--device only applies to --backend transformers, not {backend}"]
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        return [f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps"]
+    if kind == "cuda" and not torch.cuda.is_available():
+        return [f"--device {device}: no CUDA GPU is visible here; use --device cpu"]
+    if kind == "mps" and not torch.backends.mps.is_available():
+        return [f"--device {device}: MPS is not available here; use --device cpu"]
+    return []
 
 
 @dataclass
@@ -231,6 +251,10 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     api_key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
     index, count = cfg.shard_parts()
     out = Path(cfg.output)
+    if cfg.backend == "transformers":
+        from r1distill.backends.hf import check_model
+
+        check_model(cfg.model)  # a typo in --model is one line, before OUT is touched
     generated, prefilled_think = 0, None
     with TraceStore(out, f"{index:05d}-of-{count:05d}", _table_builder(prompts), cfg.rows_per_shard, cfg.seconds_per_shard) as store:
         todo, redo = _pending(plan, read_state(out), cfg.max_tokens)
@@ -338,9 +362,30 @@ def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: Gener
             progress.advance(result.completion_tokens or 0, result.finish_reason == FINISH_ERROR)
 
         requests = [planned.request for planned in todo]
-        with _fewer_collections():
+        with _fewer_collections(), _interrupt_at_once():
             asyncio.run(backend.run(requests, emit))
     return generated, prefilled_think
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupt_at_once():
+    """Ctrl-C raises KeyboardInterrupt at the first press, wherever the main thread is.
+
+    asyncio.run would only cancel its task at the first press, which waits for a model batch running in
+    the main thread to finish, and raise at the second; a handler of our own keeps it from doing that.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -110,3 +110,35 @@ def tiny_think_model(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
         "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
     )
     return _tiny_llama(smollm2_tokenizer_dir, tmp_path_factory.mktemp("tiny-think"), chat_template=template)
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    """Mount a tmpfs at `path` (root only, as in CI); False where this user may not mount."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nothing can be written into: a read-only tmpfs, or (not root) a folder without write bits."""
+    path = tmp_path / "read-only"
+    mounted = _mount_tmpfs(path, "ro,size=64k")
+    if not mounted:
+        path.chmod(0o500)
+    yield path
+    if mounted:
+        subprocess.run(["umount", "-l", str(path)])
+    else:
+        path.chmod(0o700)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """(folder, resize): a 128 KiB tmpfs that fills up quickly; resize(options) remounts it ("size=16m")."""
+    path = tmp_path / "small-disk"
+    if not _mount_tmpfs(path, "size=128k"):
+        pytest.fail("the full-disk tests mount a tmpfs and need root, as CI has")
+    yield path, lambda options: subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+    subprocess.run(["umount", "-l", str(path)])

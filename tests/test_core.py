@@ -129,6 +129,7 @@ class _FakeVLLM(types.ModuleType):
         class LLM:
             def __init__(self, **kwargs):
                 fake.built = kwargs
+                self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=kwargs["max_model_len"]))
 
             def get_tokenizer(self):
                 return lambda text, add_special_tokens: {"input_ids": [ord(c) for c in text]}
@@ -148,11 +149,15 @@ def test_the_vllm_backend_turns_engine_failures_into_error_rows_and_passes_max_m
     monkeypatch.setitem(sys.modules, "vllm", fake)
     backend = make_backend("vllm", "some/model", Sampling(64, 0.6, 0.95), max_model_len=4096, batch_size=1)
     assert fake.built["max_model_len"] == 4096 and fake.built["model"] == "some/model"
-    raw = [Request("a:0", [{"role": "user", "content": "fine"}], raw=True), Request("b:0", [{"role": "user", "content": "Q"}], raw=True)]
+    raw = [
+        Request("a:0", [{"role": "user", "content": "fine"}], raw=True), Request("b:0", [{"role": "user", "content": "Q"}], raw=True),
+        Request("c:0", [{"role": "user", "content": "x" * 4096}], raw=True),  # one token per character: no room to answer
+    ]
     results = []
     asyncio.run(backend.run(raw, results.append))
     by_key = {r.key: r for r in results}
     assert by_key["b:0"].finish_reason == "error" and "illegal memory access" in by_key["b:0"].error
+    assert by_key["c:0"].finish_reason == "error" and by_key["c:0"].error.startswith("prompt_too_long: the prompt has 4096 tokens")
     # An aborted request is an error too, carrying vLLM's reason, not a silent "stop".
     assert (by_key["a:0"].finish_reason, by_key["a:0"].error) == ("error", "finish_reason 'abort'")
 
