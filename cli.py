@@ -182,6 +182,7 @@ def filter_(
     workers: Annotated[Optional[int], typer.Option(help="Math-Verify worker processes [default: the usable cores].")] = None,
     batch_rows: Annotated[int, typer.Option(help="Rows per streaming batch (bounds memory).")] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed of the non-reasoning sample.")] = 0,
+    skip_invalid: Annotated[bool, typer.Option(help="Drop rows whose problem is null or blank (counted as invalid_problem) instead of refusing the input.")] = False,
 ) -> None:
     """Score traces with rule rewards, keep the good ones, and write an SFT-ready dataset.
 
@@ -218,6 +219,7 @@ def filter_(
         workers=workers,
         batch_rows=batch_rows,
         seed=seed,
+        skip_invalid=skip_invalid,
         command=["r1distill", *sys.argv[1:]],
     )
     with _edges(output, "interrupted: nothing was written; rerun the same command"):

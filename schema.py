@@ -46,7 +46,10 @@ Scored table (`filter` OUT/scored/, one row per input trace; every row, kept or 
     failed_check       string     the first enabled check the row failed, else null
     pass_rate          float64    the prompt's correct / samples; samples that failed in generate
                                   (finish_reason "error") are not counted; null when none is left
-    drop_reason        string     the first reason the row was dropped (DROP_* below or a check), else null
+    drop_reason        string     the first reason the row was dropped, else null: invalid_problem,
+                                  generation_error, duplicate, near_duplicate, contaminated,
+                                  pass_rate_too_low, pass_rate_too_high, rejection_sampling, or the
+                                  name of the first check it failed
     keep               bool       the row is in the SFT data
 
 SFT table (`filter` OUT/data/, one row per training conversation; SFT_SCHEMA):
@@ -126,12 +129,9 @@ SFT_SCHEMA = pa.schema(
     ]
 )
 
-# Drop reasons the filter gives besides a failed check's name.
+# Drop reasons that are not a check's verdict: the row was never judged.
 DROP_GENERATION_ERROR = "generation_error"
-DROP_REASONS = (
-    DROP_GENERATION_ERROR, "duplicate", "near_duplicate", "contaminated", "pass_rate_too_low", "pass_rate_too_high",
-    "rejection_sampling",
-)
+DROP_INVALID_PROBLEM = "invalid_problem"
 
 
 THINK_OPEN = "<think>"

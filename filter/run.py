@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import random
 import shutil
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from r1distill import __version__
@@ -48,10 +50,12 @@ from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
 from r1distill.schema import (
     DROP_GENERATION_ERROR,
+    DROP_INVALID_PROBLEM,
     FINISH_ERROR,
     KIND_NON_REASONING,
     KIND_REASONING,
     PASS_RATE,
+    PROBLEM,
     SFT_SCHEMA,
     r1_layout,
     stable_id,
@@ -118,6 +122,8 @@ class FilterConfig:
     """Math-Verify worker processes (default: the usable cores)."""
     batch_rows: int = 20_000
     """Rows read per streaming batch."""
+    skip_invalid: bool = False
+    """Drop rows whose problem is null or empty (counted as invalid_problem) instead of refusing the input."""
     seed: int = 0
     """Seed of the non-reasoning sample."""
     command: list[str] = field(default_factory=list)
@@ -144,15 +150,11 @@ class FilterConfig:
         unknown = [c for c in self.checks if c not in CHECKS]
         if unknown:
             problems.append(f"--check {unknown[0]!r} is unknown; use {', '.join(CHECKS)}")
+        writable = next(parent for parent in (Path(self.output).absolute(), *Path(self.output).absolute().parents) if parent.exists())
+        if not os.access(writable, os.W_OK):
+            problems.append(f"-o {self.output}: {writable} is not writable (read-only or not yours); choose another folder")
         if self.accuracy not in rewards.ACCURACY_MODES:
             problems.append(f"--accuracy must be one of {', '.join(rewards.ACCURACY_MODES)}, got {self.accuracy!r}")
-        elif not unknown:
-            # Binding the rules checks their option values (language, token bounds, timeout, workers).
-            for check in self.checks:
-                try:
-                    self.rule(check)
-                except ValueError as err:
-                    problems.append(f"--check {check}: {err}")
         try:
             policy, count = self.keep_policy()
             if policy not in KEEP_POLICIES or (policy == "all") != (count is None) or (count is not None and count < 1):
@@ -167,6 +169,16 @@ class FilterConfig:
             problems.append("--dedup-threshold must be in (0, 1]")
         if not 0 <= self.min_language_share <= 1:
             problems.append("--min-language-share must be in [0, 1]")
+        if not 0 <= self.max_repetition <= 1:
+            problems.append("--max-repetition must be in [0, 1]")
+        if self.language not in rewards.LANGUAGE_SCRIPTS:
+            problems.append(f"--language {self.language!r} is not supported; use one of {', '.join(rewards.LANGUAGE_SCRIPTS)}")
+        if self.workers is not None and self.workers < 1:
+            problems.append(f"--workers must be at least 1, got {self.workers}")
+        if any(t is not None and t < 0 for t in (self.min_tokens, self.max_tokens)):
+            problems.append("--min-tokens and --max-tokens must be >= 0")
+        elif self.min_tokens is not None and self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            problems.append(f"--min-tokens ({self.min_tokens}) is larger than --max-tokens ({self.max_tokens}): every row would be dropped")
         if self.no_think not in NO_THINK_STYLES:
             problems.append(f"--no-think must be none or empty, got {self.no_think!r}")
         if self.non_reasoning is None and (self.non_reasoning_ratio is not None or self.non_reasoning_count is not None):
@@ -202,6 +214,12 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
     started = datetime.now(timezone.utc)
     cfg.check()
     source = _open(cfg.input, (cfg.accuracy_column,) if cfg.accuracy_column else ())
+    invalid = source.invalid_problems()
+    if invalid and not cfg.skip_invalid:
+        raise UsageError(
+            f"{cfg.input}: column 'problem' is null or blank at row {invalid[0]} ({len(invalid)} such rows); "
+            "fix the input, or pass --skip-invalid to drop them"
+        )
     if "truncated" in cfg.checks and "finish_reason" not in source.columns:
         # Without finish reasons every row would be "unknown" and dropped: skip the check instead.
         log.warning("%s has no finish_reason column: the truncated check is skipped", cfg.input)
@@ -225,12 +243,24 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
         (staging / "README.md").write_text(dataset_card(cfg, stats, started))
         if out.exists():
             out.rmdir()
+        _follow_umask(staging)
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for hint in stats["hints"]:
+        log.warning(hint)
+    if not stats["kept"]["reasoning"]:
+        log.warning("no trace was kept: %s holds an empty training split (see the funnel and the hints above)", out)
     return FilterSummary(
         str(out), stats["rows_in"], stats["generation_errors"], stats["kept"]["reasoning"], stats["kept"]["non_reasoning"], stats["dropped"]
     )
+
+
+def _follow_umask(folder: Path) -> None:
+    """mkdtemp makes its folder private (0700); the finished dataset gets the permissions any new folder would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 class _Source:
@@ -251,6 +281,23 @@ class _Source:
         # however large the input (pyarrow.dataset's scanner reads ahead by hundreds of MB).
         for path in self.files:
             yield from pq.ParquetFile(path).iter_batches(batch_size=rows, columns=self.columns)
+
+    def invalid_problems(self) -> list[int]:
+        """Row numbers whose problem is null or blank, from one read of the problem column alone."""
+        found, offset = [], 0
+        for batch in self._column_batches(PROBLEM):
+            column = batch.column(0)
+            bad = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
+            found += [offset + int(i) for i in pc.indices_nonzero(bad).to_pylist()]
+            offset += batch.num_rows
+        return found
+
+    def _column_batches(self, name: str) -> Iterator[pa.RecordBatch]:
+        if self.table is not None:
+            yield from self.table.select([name]).to_batches()
+            return
+        for path in self.files:
+            yield from pq.ParquetFile(path).iter_batches(columns=[name])
 
     def count(self) -> int:
         return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files) if self.table is None else self.table.num_rows
@@ -301,7 +348,8 @@ def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFra
             rows = _normalize(pl.from_arrow(batch), offset)
             offset += rows.height
             frames.append(_judge(rows, rules, cfg))
-            problems.append(rows.select("prompt_id", "problem").unique("prompt_id", keep="first", maintain_order=True))
+            valid = rows.filter(pl.col(PROBLEM).str.strip_chars() != "")  # null and blank problems never reach dedup
+            problems.append(valid.select("prompt_id", PROBLEM).unique("prompt_id", keep="first", maintain_order=True))
             progress.advance(rows=rows.height)
     scored = pl.concat(frames)
     repeated = scored["id"].is_duplicated()
@@ -346,7 +394,8 @@ def _judge(rows: pl.DataFrame, rules: dict[str, rewards.Rule | rewards.Accuracy]
             if failed[i] is None and not _passes(judgement):
                 failed[i] = check
     length = rows["completion_tokens"].cast(pl.Int64).fill_null(rows["completion"].fill_null("").str.len_chars().cast(pl.Int64))
-    out = rows.select("id", "prompt_id", "sample", "source", "finish_reason").with_columns(length.alias("length"))
+    invalid = (pl.col(PROBLEM).str.strip_chars() == "").fill_null(True).alias("invalid_problem")
+    out = rows.select("id", "prompt_id", "sample", "source", "finish_reason", invalid).with_columns(length.alias("length"))
     for check in cfg.checks:
         out = out.with_columns(
             pl.Series(f"{check}_score", [j.score for j in judged[check]], pl.Float64),
@@ -387,7 +436,9 @@ def _select(scored: pl.DataFrame, prompt_drops: pl.DataFrame, cfg: FilterConfig)
     scored = scored.join(rates, on="prompt_id", how="left", maintain_order="left").join(prompt_drops.select("prompt_id", pl.col("drop_reason").alias("prompt_drop")), on="prompt_id", how="left", maintain_order="left")
     band = pl.when(pl.col("pass_rate") < cfg.min_pass_rate).then(pl.lit("pass_rate_too_low")).when(pl.col("pass_rate") > cfg.max_pass_rate).then(pl.lit("pass_rate_too_high"))
     generation_error = pl.when(failed_generation).then(pl.lit(DROP_GENERATION_ERROR))
-    scored = scored.with_columns(pl.coalesce(generation_error, "prompt_drop", band, "failed_check").alias("drop_reason")).drop("prompt_drop")
+    invalid = pl.when("invalid_problem").then(pl.lit(DROP_INVALID_PROBLEM))
+    scored = scored.with_columns(pl.coalesce(invalid, generation_error, "prompt_drop", band, "failed_check").alias("drop_reason"))
+    scored = scored.drop("prompt_drop", "invalid_problem")
     policy, count = cfg.keep_policy()
     if policy != "all":
         order = ["length", "sample"] if policy == "shortest" else ["sample"]
@@ -468,7 +519,11 @@ def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConf
             parts.append(_write_part(data, len(parts), table))
         non_reasoning_rows = chosen.height
     if not parts:
-        parts.append(_write_part(data, 0, SFT_SCHEMA.empty_table()))
+        # A file without row groups: readers see the columns and no rows (a row group of 0 rows makes
+        # `datasets` fail with "BatchSize must be greater than 0").
+        empty = data / "part-00000.parquet"
+        pq.ParquetWriter(empty, SFT_SCHEMA).close()
+        parts.append(empty)
     for index, part in enumerate(parts):
         part.rename(data / f"train-{index:05d}-of-{len(parts):05d}.parquet")
     return {"reasoning": reasoning_rows, "non_reasoning": non_reasoning_rows}
@@ -532,7 +587,44 @@ def _stats(scored: pl.DataFrame, prompt_drops: pl.DataFrame, kept: dict[str, int
         "pass_rate_histogram": {f"{b / 10:.1f}-{(b + 1) / 10:.1f}": histogram.get(b, 0) for b in range(10)},
         "contaminated_by_benchmark": dict(zip(contaminated["benchmark"].to_list(), contaminated["count"].to_list())),
         "kept_by_source": dict(zip(by_source["source"].to_list(), by_source["len"].to_list())),
+        "hints": _hints(scored, cfg),
     }
+
+
+# What to change when most rows fail one check the same way: (check, verdict) -> advice.
+_HINTS = {
+    ("format", "missing_think"): "the teacher never opened a <think> block (chat models without reasoning do not): drop the "
+    "format check (e.g. --check accuracy --check language) or ask for thinking in generate's --system / --prompt-template",
+    ("format", "unclosed_think"): "the thinking never closed: the traces hit generate's --max-tokens; rerun generate with a larger "
+    "--max-tokens (only the truncated rows are redone)",
+    ("truncated", "truncated"): "the traces were cut off at generate's --max-tokens; rerun generate with a larger --max-tokens "
+    "(only the truncated rows are redone)",
+    ("accuracy", "no_gold"): "the traces have no gold answer: give generate an input with an answer column (--answer-column), "
+    "or drop the accuracy check",
+    ("accuracy", "no_answer"): "the responses state no final answer: ask for \\boxed{} in generate's prompt, or check with "
+    "--accuracy exact / choice",
+    ("accuracy", "incorrect"): "most answers are wrong: use a stronger teacher or more samples (-n), and check that --accuracy "
+    "fits the data",
+    ("accuracy", "gold_unparseable"): "Math-Verify cannot read the gold answers: check --accuracy (choice / exact) or the answer column",
+    ("language", "mixed"): "the reasoning is not mostly in --language: set the teacher's language, or lower --min-language-share",
+    ("repetition", "repetitive"): "the traces repeat themselves: raise --max-repetition, or sample at a higher temperature",
+    ("length", "too_long"): "the traces are longer than --max-tokens of filter: raise it",
+    ("length", "too_short"): "the traces are shorter than --min-tokens: lower it",
+}
+
+
+def _hints(scored: pl.DataFrame, cfg: FilterConfig) -> list[str]:
+    """A line per check that most judged rows failed, naming the usual cause and the option to change."""
+    judged = scored.filter(pl.col("drop_reason").is_in([DROP_GENERATION_ERROR, DROP_INVALID_PROBLEM]).fill_null(False).not_())
+    hints = []
+    for check in cfg.checks:
+        failing = judged.filter(pl.col("failed_check") == check)
+        if judged.height == 0 or failing.height * 2 < judged.height:
+            continue
+        verdict = failing[f"{check}_verdict"].mode().sort()[0]
+        advice = _HINTS.get((check, verdict), f"check the {check} options")
+        hints.append(f"{failing.height} of {judged.height} rows fail the {check} check ({verdict}): {advice}")
+    return hints
 
 
 def dataset_card(cfg: FilterConfig, stats: dict, started: datetime) -> str:
@@ -556,6 +648,10 @@ configs:
   data_files:
   - split: train
     path: scored/*.parquet
+dataset_info:
+  config_name: default
+  features:
+{_yaml_features(SFT_SCHEMA)}
 tags:
 - reasoning
 - distillation
@@ -593,6 +689,18 @@ Settings: `{json.dumps(settings)}`
 
 Versions: r1distill {__version__}, Python {platform.python_version()}, {", ".join(f"{k} {v}" for k, v in versions.items())}.
 """
+
+
+def _yaml_features(schema: pa.Schema) -> str:
+    """The `features` of a dataset card for the SFT schema, so readers know the columns even of an empty split."""
+    lines = []
+    for field_ in schema:
+        if pa.types.is_list(field_.type):
+            lines.append(f"  - name: {field_.name}\n    list:")
+            lines += [f"    - name: {sub.name}\n      dtype: {sub.type}" for sub in field_.type.value_type]
+        else:
+            lines.append(f"  - name: {field_.name}\n    dtype: {'float64' if field_.type == pa.float64() else field_.type}")
+    return "\n".join(lines)
 
 
 def print_summary(summary: FilterSummary) -> None:
