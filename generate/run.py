@@ -44,7 +44,7 @@ from r1distill.data import load_prompts
 from r1distill.errors import UsageError
 from r1distill.generate.backends import Backend, Request, Result, Sampling
 from r1distill.generate.prompts import TEMPLATES, build_messages, full_completion, split_reasoning
-from r1distill.generate.store import TraceStore, now_us, read_state
+from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_state
 from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, TRACE_SCHEMA, stable_id, trace_id, trace_table
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,8 @@ class GenerateSummary:
     """Rows cut off at max_tokens."""
     failed: int
     """Rows that failed after their retries (retried by the next run)."""
+    rejected: int
+    """Journal rows that could not be stored, moved to OUT/.journal/rejected-*.jsonl (generated again next run)."""
     completion_tokens: int
     """Generated tokens over all present rows."""
     wall_seconds: float
@@ -228,9 +230,9 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
                 backend.close()
         store.flush()
         # Also after a run that redid nothing: an earlier one may have died between its redo and its compaction.
-        if redo or _has_superseded_rows(out):
+        if redo or has_superseded_rows(out):
             store.compact()
-    summary = _summarize(out, [p.request.key for p in plan], generated, started)
+    summary = _summarize(out, [p.request.key for p in plan], generated, store.rejected, started)
     _write_manifest(cfg, summary, started, prompts.height)
     return summary
 
@@ -283,11 +285,6 @@ def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tupl
     return todo, redo
 
 
-def _has_superseded_rows(out: Path) -> bool:
-    files = sorted(out.glob("traces-*.parquet"))
-    return bool(files) and pl.scan_parquet(files).select(pl.col("id").is_duplicated().any()).collect().item()
-
-
 def make_backend(cfg: GenerateConfig, api_key: str | None) -> Backend:
     """The backend named by cfg.backend; heavy imports happen only here."""
     sampling = Sampling(cfg.max_tokens, cfg.temperature, cfg.top_p)
@@ -314,9 +311,10 @@ def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: Gener
 
         def emit(result: Result) -> None:
             nonlocal generated
-            store.append(_row(by_key[result.key], result, cfg))
+            row = store.append(_row(by_key[result.key], result, cfg))
             generated += 1
-            progress.advance(result.completion_tokens or 0, result.finish_reason == "error")
+            # The row as journaled: a server's token count may have been text.
+            progress.advance(row["completion_tokens"] or 0, row["finish_reason"] == "error")
 
         requests = [planned.request for planned in todo]
         with _fewer_collections():
@@ -388,7 +386,7 @@ def _table_builder(prompts: pl.DataFrame) -> Callable[[list[dict]], pa.Table]:
     return build
 
 
-def _summarize(out: Path, keys: list[str], generated: int, started: datetime) -> GenerateSummary:
+def _summarize(out: Path, keys: list[str], generated: int, rejected: int, started: datetime) -> GenerateSummary:
     state = read_state(out).filter(pl.col("id").is_in(keys))
     counts = state["finish_reason"].value_counts()
     by_reason = dict(zip(counts["finish_reason"].to_list(), counts["count"].to_list()))
@@ -399,6 +397,7 @@ def _summarize(out: Path, keys: list[str], generated: int, started: datetime) ->
         generated=generated,
         truncated=by_reason.get("length", 0),
         failed=by_reason.get("error", 0),
+        rejected=rejected,
         completion_tokens=int(state["completion_tokens"].sum() or 0),
         wall_seconds=(datetime.now(timezone.utc) - started).total_seconds(),
     )
@@ -484,7 +483,7 @@ def _data_parallel(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
         raise RuntimeError(f"data-parallel ranks {failed} failed; rerun the same command to resume")
     prompts = _my_prompts(cfg)
     keys = [trace_id(pid, s) for pid in prompts[PROMPT_ID].to_list() for s in range(cfg.num_samples)]
-    summary = _summarize(Path(cfg.output), keys, 0, started)
+    summary = _summarize(Path(cfg.output), keys, 0, 0, started)
     _write_manifest(cfg, summary, started, prompts.height)
     return summary
 
