@@ -45,6 +45,7 @@ T = TypeVar("T")
 
 JOURNAL_DIR = ".journal"
 SHARD_GLOB = "traces-*.parquet"
+MANIFEST_GLOB = "manifest*.json"
 STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "created_at"]
 # How a row that does not fit the table fails to convert (wrong type, missing column, null in a required one).
 CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, KeyError, OverflowError)
@@ -57,9 +58,14 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def read_rows(out: Path, columns: list[str]) -> pl.DataFrame | None:
+    """These columns of every row of every shard in `out`; None when it has no shard."""
+    return _read_shards(out, lambda files: pl.read_parquet(files, columns=columns))
+
+
 def read_state(out: Path) -> pl.DataFrame:
     """The newest row per id over every shard in `out`, with the STATE_COLUMNS."""
-    rows = _read_shards(out, lambda files: pl.read_parquet(files, columns=STATE_COLUMNS))
+    rows = read_rows(out, STATE_COLUMNS)
     if rows is None:
         return pl.DataFrame(
             schema={
@@ -97,6 +103,39 @@ def _read_shards(out: Path, read: Callable[[list[Path]], T]) -> T | None:
             time.sleep(0.01 * attempt)
         except Exception as err:
             raise UsageError(f"{out}: cannot read its trace shards ({first_line(err)}); is it a `r1distill generate` output?") from err
+
+
+def read_manifests(out: Path) -> list[tuple[Path, dict]]:
+    """Every manifest in `out`: manifest.json and the manifest-i-of-N.json of `--shard` runs."""
+    found = []
+    for path in sorted(out.glob(MANIFEST_GLOB)):
+        try:
+            found.append((path, orjson.loads(path.read_bytes())))
+        except (OSError, orjson.JSONDecodeError) as err:
+            raise UsageError(f"{path}: cannot read it ({first_line(err)}); restore it or write to a new -o folder") from err
+    return found
+
+
+def record_run(path: Path, header: dict, run: dict) -> None:
+    """Write manifest `path` as `header` plus its runs, `run` replacing the entry started at the same time.
+
+    Earlier runs are kept, so the manifest describes every run that wrote to the folder. A manifest
+    from before it kept runs becomes the first entry. Written to a temporary file, then renamed.
+    """
+    runs = []
+    if path.exists():
+        old = orjson.loads(path.read_bytes())
+        if "runs" in old:
+            runs = old["runs"]
+        else:
+            legacy = {"started_at": "created_at", "finished_at": "finished_at", "command": "command", "options": "settings",
+                      "versions": "versions", "counts": "counts"}
+            runs = [{key: old.get(was) for key, was in legacy.items()}]
+    runs = [entry for entry in runs if entry.get("started_at") != run["started_at"]] + [run]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(header | {"runs": runs}, option=orjson.OPT_INDENT_2) + b"\n")
+    _fsync(tmp)
+    os.replace(tmp, path)
 
 
 class TraceStore:

@@ -1,4 +1,4 @@
-"""The journal cannot be wedged, the lock always goes, and readers survive compaction.
+"""The journal cannot be wedged, the lock always goes, readers survive compaction, and OUT keeps one configuration.
 
     PYTHONPATH=.. python -m pytest -q tests/test_store.py
 """
@@ -13,7 +13,7 @@ import orjson
 import polars as pl
 import pytest
 
-from conftest import write_jsonl
+from conftest import run_cli, write_jsonl
 from r1distill.errors import UsageError
 from r1distill.generate import GenerateConfig, generate
 from r1distill.generate import store as store_module
@@ -44,6 +44,10 @@ def _row(key: str, created: int) -> dict:
     }
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
 def test_a_poisoned_journal_is_stored_and_its_unconvertible_lines_are_rejected(tmp_path, fake_server):
     cfg = _cfg(tmp_path, fake_server, {"p0": "a", "p1": "b", "p2": "c"})
     generate(cfg)
@@ -70,7 +74,7 @@ def test_a_poisoned_journal_is_stored_and_its_unconvertible_lines_are_rejected(t
     assert rejected[1]["row"]["id"] == "p1:0" and rejected[1]["reason"].startswith("ArrowTypeError")
     assert not list((out / JOURNAL_DIR / TAG).glob("*.jsonl"))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["rejected"] == 2
+    assert [run["counts"]["rejected"] for run in manifest["runs"]] == [0, 2]
     # Not wedged: the next run neither fails nor rejects anything again.
     assert generate(cfg).rejected == 0
 
@@ -159,3 +163,85 @@ def test_compaction_syncs_the_rewritten_shard_and_the_folder_before_it_replaces_
     assert events[replaced - 1] == ("fsync", f".{first.name}.tmp")
     assert ("unlink", second.name) in events and events[-1] == ("fsync", "out")
     assert sorted(read_state(out)["id"].to_list()) == ["p0:0", "p1:0", "p2:0"]
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"temperature": 1.0}, {"top_p": 0.5}, {"seed": 7}, {"model": "other"}, {"system": "Be terse."},
+     {"prompt_template": "Solve: {problem}"}, {"template": "r1-zero"}],
+    ids=lambda s: next(iter(s)),
+)
+def test_an_out_made_with_other_settings_is_refused_even_for_new_prompts(tmp_path, fake_server, setting):
+    generate(_cfg(tmp_path, fake_server, {"p0": "a", "p1": "b"}))
+    out = tmp_path / "out"
+    before = _snapshot(out)
+    served = fake_server.served
+    name = next(iter(setting))
+    with pytest.raises(UsageError, match=rf"other settings \({name} .* there, .* now; see manifest.json\); write to a new -o folder"):
+        generate(_cfg(tmp_path, fake_server, {"q0": "new problem"}, **setting))
+    assert _snapshot(out) == before and fake_server.served == served
+
+
+def test_the_same_settings_with_new_prompts_and_other_budgets_are_accepted_and_every_run_is_recorded(tmp_path, fake_server):
+    first = _cfg(tmp_path, fake_server, {"p0": "a", "p1": "b"}, command=["generate", "first"])
+    generate(first)
+    # Budget, samples and how requests are sent do not shape a row's text: they may change.
+    second = _cfg(tmp_path, fake_server, {"q0": "c"}, num_samples=2, max_tokens=64, concurrency=3, command=["generate", "second"])
+    assert generate(second).generated == 2
+    assert sorted(_traces(Path(first.output))["id"].to_list()) == ["p0:0", "p1:0", "q0:0", "q0:1"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["settings"] == {"model": "t", "template": "chat", "system": None, "prompt_template": None,
+                                    "temperature": 0.6, "top_p": 0.95, "seed": 0}
+    runs = manifest["runs"]
+    assert [run["command"] for run in runs] == [["generate", "first"], ["generate", "second"]]
+    assert [run["counts"]["generated"] for run in runs] == [2, 2]
+    assert [run["options"]["max_tokens"] for run in runs] == [4096, 64]
+    assert all(run["finished_at"] >= run["started_at"] and run["versions"]["r1distill"] for run in runs)
+
+
+def test_shards_with_the_same_settings_share_an_out_and_one_with_others_is_refused(tmp_path, fake_server):
+    problems = {f"p{i}": f"problem {i}" for i in range(8)}
+    generate(_cfg(tmp_path, fake_server, problems, shard="0/2"))
+    generate(_cfg(tmp_path, fake_server, problems, shard="1/2"))
+    assert generate(_cfg(tmp_path, fake_server, problems)).generated == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("manifest*.json")) == ["manifest-00000-of-00002.json", "manifest-00001-of-00002.json", "manifest.json"]
+    with pytest.raises(UsageError, match="seed 0 there, 3 now; see manifest-00000-of-00002.json"):
+        generate(_cfg(tmp_path, fake_server, {"q0": "new"}, shard="1/2", seed=3))
+
+
+def test_without_a_manifest_the_rows_request_keys_decide(tmp_path, fake_server):
+    generate(_cfg(tmp_path, fake_server, {"p0": "a", "p1": "b"}))
+    out = tmp_path / "out"
+    (out / "manifest.json").unlink()  # as a first run killed by an older version leaves it
+    with pytest.raises(UsageError, match="traces of 2 prompts made with other settings"):
+        generate(_cfg(tmp_path, fake_server, {"q0": "c"}, system="Be terse."))
+    assert not (out / "manifest.json").exists()
+    assert generate(_cfg(tmp_path, fake_server, {"q0": "c"})).generated == 1
+
+
+def test_a_manifest_from_before_runs_were_kept_becomes_the_first_run(tmp_path, fake_server):
+    cfg = _cfg(tmp_path, fake_server, {"p0": "a"})
+    generate(cfg)
+    out = tmp_path / "out"
+    legacy = {"stage": "generate", "created_at": "2025-01-01T00:00:00+00:00", "finished_at": "2025-01-01T01:00:00+00:00",
+              "command": ["generate", "old"], "settings": {"model": "t", "temperature": 0.6, "base_urls": []},
+              "versions": {"r1distill": "0.0.1"}, "counts": {"generated": 1}}
+    (out / "manifest.json").write_text(json.dumps(legacy))
+    with pytest.raises(UsageError, match="temperature 0.6 there, 0.9 now"):
+        generate(_cfg(tmp_path, fake_server, {"q0": "b"}, temperature=0.9))
+    generate(_cfg(tmp_path, fake_server, {"q0": "b"}))
+    runs = json.loads((out / "manifest.json").read_text())["runs"]
+    assert [run["command"] for run in runs] == [["generate", "old"], []]
+    assert runs[0]["options"]["temperature"] == 0.6 and runs[1]["counts"]["generated"] == 1
+
+
+def test_the_cli_refuses_other_settings_in_one_line_with_exit_2(tmp_path, fake_server):
+    source = write_jsonl(tmp_path / "p.jsonl", [{"id": "p0", "problem": "a"}])
+    other = write_jsonl(tmp_path / "q.jsonl", [{"id": "q0", "problem": "b"}])
+    common = ["-o", str(tmp_path / "out"), "-m", "t", "--backend", "openai", "--base-url", fake_server.url]
+    assert run_cli("generate", str(source), *common).returncode == 0
+    refused = run_cli("generate", str(other), *common, "--temperature", "1.0")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "temperature 0.6 there, 1.0 now" in refused.stderr
+    assert len(json.loads((tmp_path / "out" / "manifest.json").read_text())["runs"]) == 1
