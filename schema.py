@@ -192,11 +192,66 @@ def split_reasoning(text: str, *, prefilled_think: bool = False, reasoning: str 
 
 
 def trace_table(rows: list[dict]) -> pa.Table:
-    """A trace table (TRACE_SCHEMA columns only) from row dicts.
+    """A trace table (TRACE_SCHEMA columns only) from row dicts; raises when a row does not fit it.
 
     Built column by column: several times faster than `pa.Table.from_pylist` for the nested `prompt`.
     """
-    return pa.table([pa.array([row[f.name] for row in rows], type=f.type) for f in TRACE_SCHEMA], schema=TRACE_SCHEMA)
+    table = pa.table([pa.array([row[f.name] for row in rows], type=f.type) for f in TRACE_SCHEMA], schema=TRACE_SCHEMA)
+    # pa.table accepts nulls in a required column; only the Parquet writer would refuse them, too late to tell which row.
+    for name in _REQUIRED:
+        if table.column(name).null_count:
+            raise ValueError(f"required column {name!r} is null")
+    return table
+
+
+_REQUIRED = [f.name for f in TRACE_SCHEMA if not f.nullable]
+_TEXT = [f.name for f in TRACE_SCHEMA if pa.types.is_string(f.type)]
+_COUNTS = [f.name for f in TRACE_SCHEMA if pa.types.is_int32(f.type)]
+_INT32_MAX = 2**31 - 1
+
+
+def coerce_row(row: dict) -> dict:
+    """`row` with its text and integer TRACE_SCHEMA values made to fit their columns.
+
+    Replies come from servers we do not control, and one value the Parquet conversion rejects would
+    fail every later conversion of its journal. So text becomes text, an integer column (each one
+    counts something) gets a non-negative int or None, and a finish_reason outside FINISH_REASONS
+    becomes "error" with the odd value in `error`, so the next run retries the row. What no coercion
+    can fix (a missing id, a malformed prompt) is left for the conversion to reject.
+
+    >>> row = coerce_row({"completion_tokens": "17", "prompt_tokens": "seventeen", "completion": 42, "finish_reason": "eos"})
+    >>> row["completion_tokens"], row["prompt_tokens"], row["completion"], row["finish_reason"], row["error"]
+    (17, None, '42', 'error', "unexpected finish_reason 'eos'")
+    """
+    row = dict(row)
+    for name in _TEXT:
+        value = row.get(name)
+        if not (value is None or isinstance(value, str)):
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        row[name] = value
+    for name in _COUNTS:
+        value = row.get(name)
+        if not (value is None or (type(value) is int and 0 <= value <= _INT32_MAX)):
+            value = _count(value)
+        row[name] = value
+    if row["finish_reason"] not in FINISH_REASONS:
+        row["error"] = row["error"] or f"unexpected finish_reason {row['finish_reason']!r}"
+        row["finish_reason"] = FINISH_ERROR
+    return row
+
+
+def _count(value: object) -> int | None:
+    """A count from an integral number or numeric text ("17", "17.0"); None for anything else."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is int and 0 <= value <= _INT32_MAX:
+        return value
+    return None
 
 
 def stable_id(text: str) -> str:

@@ -7,13 +7,15 @@ to never lose or repeat finished work:
 2. Plan one request per (prompt, sample). Its `request_key` hashes everything besides the sample index
    (which is in the row id) and max_tokens that changes the output: model, prompt id, messages,
    template, temperature, top_p and seed.
-3. Compare with what OUT already holds. A row is done when its key matches and it either stopped, or
-   was cut off at a budget at least as large as this run's. So a rerun after a crash generates only
-   what is missing, a rerun with a larger --max-tokens redoes only the truncated rows, and failed rows
-   are retried. A row made with other settings is a conflict: OUT is a single-configuration dataset.
+3. Compare with what OUT already holds. OUT is a single-configuration dataset: a run whose settings
+   that shape rows (ROW_SETTINGS) differ from those in OUT's manifests is refused before anything is
+   written. A row is done when its key matches and it either stopped, or was cut off at a budget at
+   least as large as this run's. So a rerun after a crash generates only what is missing, a rerun
+   with a larger --max-tokens redoes only the truncated rows, and failed rows are retried.
 4. Generate the rest with the chosen backend, journaling each result as it arrives (see store.py),
    behind a live progress bar.
-5. Drop superseded rows, write the manifest (settings, versions, counts) and print the summary.
+5. Drop superseded rows, record the run in the manifest (settings, command, versions, counts; every
+   run that wrote to OUT keeps its entry) and print the summary.
 
 `--shard i/N` keeps the prompts whose stable hash falls in part i of N, so N machines can share one OUT.
 """
@@ -24,7 +26,6 @@ import asyncio
 import gc
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import platform
@@ -46,7 +47,7 @@ from r1distill.data import load_prompts
 from r1distill.errors import UsageError
 from r1distill.backends import BACKENDS, Backend, Request, Result, Sampling, make_backend
 from r1distill.generate.prompts import TEMPLATES, build_messages
-from r1distill.generate.store import TraceStore, now_us, read_state
+from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_manifests, read_rows, read_state, record_run
 from r1distill.schema import (
     ANSWER,
     FINISH_ERROR,
@@ -63,6 +64,10 @@ from r1distill.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+# The settings that shape a row: one OUT holds rows made with one value of each. Budget, sample count
+# and everything about how requests are sent (URLs, concurrency, batches) may change between runs.
+ROW_SETTINGS = ("model", "template", "system", "prompt_template", "temperature", "top_p", "seed")
 
 
 @dataclass
@@ -224,6 +229,8 @@ class GenerateSummary:
     """Rows cut off at max_tokens."""
     failed: int
     """Rows that failed after their retries (retried by the next run)."""
+    rejected: int
+    """Journal rows that could not be stored, moved to OUT/.journal/rejected-*.jsonl (generated again next run)."""
     completion_tokens: int
     """Generated tokens over all present rows."""
     wall_seconds: float
@@ -243,6 +250,7 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     """Run the generate stage (see the module docstring); the CLI and the Python API both call this."""
     started = datetime.now(timezone.utc)
     cfg.check()
+    _check_settings(cfg, Path(cfg.output))
     if cfg.backend == "vllm" and cfg.data_parallel_size > 1:
         return _data_parallel(cfg, started)
     with _fewer_collections():
@@ -258,6 +266,7 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     generated, prefilled_think = 0, None
     with TraceStore(out, f"{index:05d}-of-{count:05d}", _table_builder(prompts), cfg.rows_per_shard, cfg.seconds_per_shard) as store:
         todo, redo = _pending(plan, read_state(out), cfg.max_tokens)
+        _write_manifest(cfg, started, prompts.height)
         log.info("%d prompts x %d samples: %d rows to generate (%d already done)", prompts.height, cfg.num_samples, len(todo), len(plan) - len(todo))
         if todo:
             backend = _backend(cfg, api_key)
@@ -267,10 +276,11 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
                 backend.close()
         store.flush()
         # Also after a run that redid nothing: an earlier one may have died between its redo and its compaction.
-        if redo or _has_superseded_rows(out):
+        if redo or has_superseded_rows(out):
             store.compact()
-    summary = _summarize(out, [p.request.key for p in plan], generated, started)
-    _write_manifest(cfg, summary, started, prompts.height, prefilled_think)
+        # Under the lock, so a rerun cannot record its start in between and lose this entry.
+        summary = _summarize(out, [p.request.key for p in plan], generated, store.rejected, started)
+        _write_manifest(cfg, started, prompts.height, summary, prefilled_think)
     return summary
 
 
@@ -284,18 +294,63 @@ def _my_prompts(cfg: GenerateConfig) -> pl.DataFrame:
 
 
 def _plan(prompts: pl.DataFrame, cfg: GenerateConfig) -> list[_Planned]:
-    settings = orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed])
+    settings = _key_settings(cfg)
     raw = cfg.template == "r1-zero"
     plan = []
     for prompt_id, problem, answer in zip(prompts[PROMPT_ID].to_list(), prompts[PROBLEM].to_list(), prompts[ANSWER].to_list()):
         messages = build_messages(problem, cfg.template, cfg.system, cfg.prompt_template)
-        # The sample index is in the row id, so one key per prompt covers every setting that matters.
-        key = hashlib.sha256(settings + orjson.dumps([prompt_id, messages])).hexdigest()[:32]
+        key = _request_key(settings, prompt_id, messages)
         first_seed = int(key[:8], 16)
         for sample in range(cfg.num_samples):
             request = Request(trace_id(prompt_id, sample), messages, raw, (first_seed + sample) & 0x7FFFFFFF)
             plan.append(_Planned(prompt_id, sample, problem, answer, request, key))
     return plan
+
+
+def _key_settings(cfg: GenerateConfig) -> bytes:
+    """The ROW_SETTINGS a request key hashes besides the messages (system and prompt template are in those)."""
+    return orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed])
+
+
+def _request_key(settings: bytes, prompt_id: str, messages: list[dict[str, str]]) -> str:
+    # The sample index is in the row id, so one key per prompt covers every setting that matters.
+    return hashlib.sha256(settings + orjson.dumps([prompt_id, messages])).hexdigest()[:32]
+
+
+def _row_settings(cfg: GenerateConfig) -> dict:
+    return {name: getattr(cfg, name) for name in ROW_SETTINGS}
+
+
+def _check_settings(cfg: GenerateConfig, out: Path) -> None:
+    """Refuse an OUT whose rows were made with other ROW_SETTINGS, before anything is written to it.
+
+    Every manifest (one per --shard) records them. An OUT without one (its first run was killed by an
+    older version, say) is checked through its rows: the key each would get from this run's settings.
+    """
+    manifests = read_manifests(out)
+    wanted = _row_settings(cfg)
+    for path, manifest in manifests:
+        recorded = manifest.get("settings") or {}
+        differ = [
+            f"{name} {recorded[name]!r} there, {wanted[name]!r} now"
+            for name in ROW_SETTINGS
+            if name in recorded and recorded[name] != wanted[name]
+        ]
+        if differ:
+            raise UsageError(f"-o {out} holds traces made with other settings ({', '.join(differ)}; see {path.name}); write to a new -o folder")
+    rows = None if manifests else read_rows(out, [PROMPT_ID, PROBLEM, "request_key"])
+    if rows is None:
+        return
+    settings = _key_settings(cfg)
+    other = sum(
+        _request_key(settings, prompt_id, build_messages(problem, cfg.template, cfg.system, cfg.prompt_template)) != key
+        for prompt_id, problem, key in rows.unique().iter_rows()
+    )
+    if other:
+        raise UsageError(
+            f"-o {out} holds traces of {other} prompts made with other settings "
+            "(model, template, system or prompt template, temperature, top_p or seed); write to a new -o folder"
+        )
 
 
 def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tuple[list[_Planned], int]:
@@ -320,11 +375,6 @@ def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tupl
         todo.append(planned)
         redo += 1
     return todo, redo
-
-
-def _has_superseded_rows(out: Path) -> bool:
-    files = sorted(out.glob("traces-*.parquet"))
-    return bool(files) and pl.scan_parquet(files).select(pl.col("id").is_duplicated().any()).collect().item()
 
 
 def _backend(cfg: GenerateConfig, api_key: str | None) -> Backend:
@@ -355,11 +405,12 @@ def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: Gener
 
         def emit(result: Result) -> None:
             nonlocal generated, prefilled_think
-            store.append(_row(by_key[result.key], result, cfg))
+            row = store.append(_row(by_key[result.key], result, cfg))
             generated += 1
             if result.finish_reason != FINISH_ERROR:
                 prefilled_think = bool(prefilled_think) or result.prefilled_think
-            progress.advance(result.completion_tokens or 0, result.finish_reason == FINISH_ERROR)
+            # The row as journaled: a server's token count may have been text.
+            progress.advance(row["completion_tokens"] or 0, row["finish_reason"] == FINISH_ERROR)
 
         requests = [planned.request for planned in todo]
         with _fewer_collections(), _interrupt_at_once():
@@ -453,7 +504,7 @@ def _table_builder(prompts: pl.DataFrame) -> Callable[[list[dict]], pa.Table]:
     return build
 
 
-def _summarize(out: Path, keys: list[str], generated: int, started: datetime) -> GenerateSummary:
+def _summarize(out: Path, keys: list[str], generated: int, rejected: int, started: datetime) -> GenerateSummary:
     state = read_state(out).filter(pl.col("id").is_in(keys))
     counts = state["finish_reason"].value_counts()
     by_reason = dict(zip(counts["finish_reason"].to_list(), counts["count"].to_list()))
@@ -464,6 +515,7 @@ def _summarize(out: Path, keys: list[str], generated: int, started: datetime) ->
         generated=generated,
         truncated=by_reason.get(FINISH_LENGTH, 0),
         failed=by_reason.get(FINISH_ERROR, 0),
+        rejected=rejected,
         completion_tokens=int(state["completion_tokens"].sum() or 0),
         wall_seconds=(datetime.now(timezone.utc) - started).total_seconds(),
     )
@@ -484,31 +536,37 @@ def _versions(backend: str) -> dict[str, str]:
     return found
 
 
-def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: datetime, prompts: int, prefilled_think: bool | None = None) -> None:
-    """`prefilled_think`: the template opened the think block itself, so completions start with the
-    `<think>` that generate put back (None when this run generated nothing to tell)."""
+def _write_manifest(
+    cfg: GenerateConfig, started: datetime, prompts: int, summary: GenerateSummary | None = None, prefilled_think: bool | None = None
+) -> None:
+    """Record this run in its shard's manifest: when it starts writing (no summary) and, with its counts, when it ends.
+
+    A run that is killed keeps its entry with finished_at null, so the manifest names every run
+    whose rows may be in the folder, and the ROW_SETTINGS that every one of them shared.
+    `prefilled_think`: the template opened the think block itself, so completions start with the
+    `<think>` that generate put back (None when the run generated nothing to tell).
+    """
     from r1distill.backends.openai_compat import redact_url
 
     index, count = cfg.shard_parts()
-    settings = asdict(cfg)
-    settings["base_urls"] = [redact_url(url) for url in cfg.base_urls]
-    settings.pop("command")
-    manifest = {
-        "stage": "generate",
-        "created_at": started.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
+    options = asdict(cfg)
+    options["base_urls"] = [redact_url(url) for url in cfg.base_urls]
+    options.pop("command")
+    counts = {"prompts": prompts}
+    if summary is not None:
+        counts |= {k: v for k, v in asdict(summary).items() if k != "output"}
+    run = {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat() if summary is not None else None,
         "command": [redact_url(arg) if arg.startswith(("http://", "https://")) else arg for arg in cfg.command],
-        "settings": settings,
-        "shard": {"index": index, "count": count},
+        "options": options,
         "prefilled_think": prefilled_think,
         "versions": _versions(cfg.backend),
-        "counts": {"prompts": prompts} | {k: v for k, v in asdict(summary).items() if k != "output"},
+        "counts": counts,
     }
+    header = {"stage": "generate", "settings": _row_settings(cfg), "shard": {"index": index, "count": count}}
     name = "manifest.json" if count == 1 else f"manifest-{index:05d}-of-{count:05d}.json"
-    path = Path(cfg.output) / name
-    tmp = path.with_name(f".{name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    record_run(Path(cfg.output) / name, header, run)
 
 
 def rank_shards(shard: str, parts: int) -> list[str]:
@@ -552,8 +610,8 @@ def _data_parallel(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
         raise RuntimeError(f"data-parallel ranks {failed} failed; rerun the same command to resume")
     prompts = _my_prompts(cfg)
     keys = [trace_id(pid, s) for pid in prompts[PROMPT_ID].to_list() for s in range(cfg.num_samples)]
-    summary = _summarize(Path(cfg.output), keys, 0, started)
-    _write_manifest(cfg, summary, started, prompts.height)
+    summary = _summarize(Path(cfg.output), keys, 0, 0, started)
+    _write_manifest(cfg, started, prompts.height, summary)
     return summary
 
 

@@ -11,6 +11,12 @@ Each `--shard i/N` worker has its own journal folder and lock, so N machines wri
 without clashing; all of them read every shard to know what is already done. When a rerun redoes a
 row (cut off by a smaller max_tokens, or failed), the newer row wins and `compact` drops the stale one
 from older shards, under a lock shared by all workers.
+
+Nothing in a journal may block later runs: every row is coerced to the trace schema before it is
+journaled, and a line that still cannot become a table row is moved, with its reason, to
+`.journal/rejected-<tag>.jsonl` (the next run generates it again). A shard reaches its final name
+only after its bytes and the folder entry are on disk, and so does a compacted one, so a power loss
+cannot take a row away from both the journal and the shards.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import polars as pl
@@ -30,12 +37,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from r1distill.errors import UsageError, first_line
+from r1distill.schema import coerce_row
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 JOURNAL_DIR = ".journal"
 SHARD_GLOB = "traces-*.parquet"
+MANIFEST_GLOB = "manifest*.json"
 STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "created_at"]
+# How a row that does not fit the table fails to convert (wrong type, missing column, null in a required one).
+CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, KeyError, OverflowError)
+# A shard can vanish between listing and reading when another worker's compaction drops it; list again.
+READ_ATTEMPTS = 10
 
 
 def now_us() -> int:
@@ -43,10 +58,15 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def read_rows(out: Path, columns: list[str]) -> pl.DataFrame | None:
+    """These columns of every row of every shard in `out`; None when it has no shard."""
+    return _read_shards(out, lambda files: pl.read_parquet(files, columns=columns))
+
+
 def read_state(out: Path) -> pl.DataFrame:
     """The newest row per id over every shard in `out`, with the STATE_COLUMNS."""
-    files = sorted(out.glob(SHARD_GLOB))
-    if not files:
+    rows = read_rows(out, STATE_COLUMNS)
+    if rows is None:
         return pl.DataFrame(
             schema={
                 "id": pl.String,
@@ -57,15 +77,72 @@ def read_state(out: Path) -> pl.DataFrame:
                 "created_at": pl.Datetime("us", "UTC"),
             }
         )
-    try:
-        rows = pl.read_parquet(files, columns=STATE_COLUMNS)
-    except Exception as err:
-        raise UsageError(f"{out}: cannot read its trace shards ({first_line(err)}); is it a `r1distill generate` output?") from err
     return rows.sort("created_at").unique("id", keep="last", maintain_order=True)
 
 
+def has_superseded_rows(out: Path) -> bool:
+    """Whether some id has more than one row in `out` (a redo not compacted yet)."""
+    duplicated = pl.col("id").is_duplicated().any()
+    return bool(_read_shards(out, lambda files: pl.scan_parquet(files).select(duplicated).collect().item()))
+
+
+def _read_shards(out: Path, read: Callable[[list[Path]], T]) -> T | None:
+    """`read` of every shard in `out` (None when there is none), listed again if one vanishes meanwhile."""
+    attempt = 0
+    while True:
+        files = sorted(out.glob(SHARD_GLOB))
+        if not files:
+            return None
+        try:
+            return read(files)
+        except FileNotFoundError as err:
+            # Compaction by another --shard or data-parallel worker removed it: its rows are in newer shards.
+            attempt += 1
+            if attempt == READ_ATTEMPTS:
+                raise UsageError(f"{out}: its shards kept vanishing while being read ({first_line(err)}); is a run compacting it?") from err
+            time.sleep(0.01 * attempt)
+        except Exception as err:
+            raise UsageError(f"{out}: cannot read its trace shards ({first_line(err)}); is it a `r1distill generate` output?") from err
+
+
+def read_manifests(out: Path) -> list[tuple[Path, dict]]:
+    """Every manifest in `out`: manifest.json and the manifest-i-of-N.json of `--shard` runs."""
+    found = []
+    for path in sorted(out.glob(MANIFEST_GLOB)):
+        try:
+            found.append((path, orjson.loads(path.read_bytes())))
+        except (OSError, orjson.JSONDecodeError) as err:
+            raise UsageError(f"{path}: cannot read it ({first_line(err)}); restore it or write to a new -o folder") from err
+    return found
+
+
+def record_run(path: Path, header: dict, run: dict) -> None:
+    """Write manifest `path` as `header` plus its runs, `run` replacing the entry started at the same time.
+
+    Earlier runs are kept, so the manifest describes every run that wrote to the folder. A manifest
+    from before it kept runs becomes the first entry. Written to a temporary file, then renamed.
+    """
+    runs = []
+    if path.exists():
+        old = orjson.loads(path.read_bytes())
+        if "runs" in old:
+            runs = old["runs"]
+        else:
+            legacy = {"started_at": "created_at", "finished_at": "finished_at", "command": "command", "options": "settings",
+                      "versions": "versions", "counts": "counts"}
+            runs = [{key: old.get(was) for key, was in legacy.items()}]
+    runs = [entry for entry in runs if entry.get("started_at") != run["started_at"]] + [run]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(header | {"runs": runs}, option=orjson.OPT_INDENT_2) + b"\n")
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
 class TraceStore:
-    """Journal and shards of one worker (`tag`) in `out`; use as a context manager."""
+    """Journal and shards of one worker (`tag`) in `out`; use as a context manager.
+
+    `rejected` counts the journal lines it moved to `rejected_path` since it was created.
+    """
 
     def __init__(
         self,
@@ -88,22 +165,41 @@ class TraceStore:
         self._rows: list[dict] = []
         self._journal_opened = 0.0
         self._lock = None
+        self.rejected_path = out / JOURNAL_DIR / f"rejected-{tag}.jsonl"
+        self.rejected = 0
 
     def __enter__(self) -> TraceStore:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.journal_dir / "lock", "w")
+        lock = open(self.journal_dir / "lock", "w")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            self._lock.close()
-            raise UsageError(f"{self.out}: another `r1distill generate` is writing shard {self.tag} here; wait for it or use another -o") from err
-        self.recover()
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                raise UsageError(f"{self.out}: another `r1distill generate` is writing shard {self.tag} here; wait for it or use another -o") from err
+            self._lock = lock
+            self.recover()
+        except BaseException:
+            # __exit__ does not run when __enter__ raises: a lock kept open here would refuse every later
+            # run of this process (the data-parallel parent, a notebook) until garbage collection.
+            self._release()
+            lock.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.flush()
-        if self._lock:
+        try:
+            self.flush()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Close the journal (kept on disk for the next run's recovery) and give up the lock."""
+        if self._journal is not None:
+            os.close(self._journal_fd)
+            self._journal = None
+        if self._lock is not None:
             self._lock.close()
+            self._lock = None
 
     def recover(self) -> int:
         """Turn journals left by a killed run into shards; returns the rows recovered."""
@@ -111,17 +207,23 @@ class TraceStore:
             stale.unlink()
         recovered = 0
         for journal in sorted(self.journal_dir.glob("*.jsonl")):
-            rows = _read_journal(journal)
+            rows, unreadable = _read_journal(journal)
+            self._reject(journal.stem, unreadable)
+            # Rows journaled before replies were coerced may hold values the table refuses; most can be saved.
+            rows = [coerce_row(row) for row in rows]
             if rows:
-                self._write_shard(journal.stem, rows)
-                recovered += len(rows)
+                recovered += self._write_shard(journal.stem, rows)
             journal.unlink()
         if recovered:
             log.info("recovered %d finished rows from an interrupted run", recovered)
         return recovered
 
-    def append(self, row: dict) -> None:
-        """Journal one finished row (durable against a process kill once this returns)."""
+    def append(self, row: dict) -> dict:
+        """Journal one finished row, coerced to the trace schema (durable against a process kill once this returns).
+
+        Returns the row as journaled.
+        """
+        row = coerce_row(row)
         if self._journal is None:
             self._journal = self._journal_path()
             self._journal_fd = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -133,6 +235,7 @@ class TraceStore:
         self._rows.append(row)
         if len(self._rows) >= self.rows_per_shard or time.monotonic() - self._journal_opened >= self.seconds_per_shard:
             self.flush()
+        return row
 
     def flush(self) -> None:
         """Turn the current journal into a shard."""
@@ -150,14 +253,54 @@ class TraceStore:
     def _journal_path(self) -> Path:
         return self.journal_dir / f"{self.run_id}-{self._seq:05d}.jsonl"
 
-    def _write_shard(self, stem: str, rows: list[dict]) -> None:
-        table = self.build_table(rows)
+    def _write_shard(self, stem: str, rows: list[dict]) -> int:
+        """Write `rows` as the shard named after journal `stem`; returns how many it holds (the rest are rejected)."""
+        try:
+            table = self.build_table(rows)
+        except CONVERSION_ERRORS:
+            rows = self._reject_unconvertible(stem, rows)
+            if not rows:
+                return 0
+            table = self.build_table(rows)
         final = self.out / f"traces-{self.tag}-{stem}.parquet"
         tmp = self.journal_dir / f"{final.name}.tmp"
         pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        _fsync(tmp)
         os.replace(tmp, final)
+        # The journal is deleted next: the shard's name must be on disk first.
+        _fsync(self.out)
+        return len(rows)
+
+    def _reject_unconvertible(self, stem: str, rows: list[dict]) -> list[dict]:
+        """The rows that convert on their own; the others go to the rejected file. Only run after a failed conversion."""
+        good, bad = [], []
+        for row in rows:
+            try:
+                self.build_table([row])
+            except CONVERSION_ERRORS as err:
+                bad.append((f"{type(err).__name__}: {first_line(err)}", row))
+            else:
+                good.append(row)
+        self._reject(stem, bad)
+        return good
+
+    def _reject(self, stem: str, rejects: list[tuple[str, object]]) -> None:
+        """Append (reason, row or line) pairs to the rejected file, durably: their journal is deleted next."""
+        if not rejects:
+            return
+        at = datetime.now(timezone.utc).isoformat()
+        lines = b"".join(
+            orjson.dumps({"reason": reason, "journal": stem, "rejected_at": at, "row": row}, default=str) + b"\n" for reason, row in rejects
+        )
+        with open(self.rejected_path, "ab") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.rejected += len(rejects)
+        log.warning(
+            "%d journal rows could not be stored and were moved to %s (first: %s); the next run generates them again",
+            len(rejects), self.rejected_path, rejects[0][0],
+        )
 
     def compact(self) -> int:
         """Drop rows that a newer row with the same id superseded; returns how many were dropped."""
@@ -168,6 +311,8 @@ class TraceStore:
             files = sorted(self.out.glob(SHARD_GLOB))
             if not files:
                 return 0
+            # A stale row may only go once the shard holding its newer row is surely on disk.
+            _fsync(self.out)
             ids = pl.concat(
                 [pl.read_parquet(f, columns=["id", "created_at"]).with_columns(pl.lit(i).alias("file")) for i, f in enumerate(files)]
             )
@@ -175,6 +320,8 @@ class TraceStore:
             stale = ids.join(newest, on=["id", "created_at", "file"], how="anti")
             for index in stale["file"].unique().to_list():
                 self._rewrite_without(files[index], newest.filter(pl.col("file") == index))
+            if stale.height:
+                _fsync(self.out)
             return stale.height
 
     def _rewrite_without(self, path: Path, keep: pl.DataFrame) -> None:
@@ -186,16 +333,35 @@ class TraceStore:
             return
         tmp = path.with_name(f".{path.name}.tmp")
         pq.write_table(kept, tmp)
+        # Else a power loss after the rename could leave an empty file where the kept rows were.
+        _fsync(tmp)
         os.replace(tmp, path)
 
 
-def _read_journal(path: Path) -> list[dict]:
-    rows = []
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_journal(path: Path) -> tuple[list[dict], list[tuple[str, object]]]:
+    """The rows of a journal, and (reason, line) for each whole line that is not a JSON object."""
+    rows, unreadable = [], []
     with open(path, "rb") as lines:
         for line in lines:
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                # Only the last line can be torn (killed mid-write); it was in flight, not finished.
+            if not line.endswith(b"\n"):
+                # Torn: the process was killed mid-write, so the request was still in flight, not finished.
                 continue
-    return rows
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                unreadable.append((f"not JSON: {first_line(err)}", line.decode("utf-8", "replace").rstrip("\n")))
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                unreadable.append(("not a JSON object", row))
+    return rows, unreadable

@@ -10,6 +10,7 @@ Directives in a prompt's text pick the behaviour of the requests for it:
     [[401echo]]     answers 401 echoing the Authorization header, as some APIs do
     [[reasoning]]   returns the thinking in `reasoning_content`, not inline
     [[length]]      finish_reason "length"
+    [[textusage]]   usage counts as text: completion_tokens "seventeen", prompt_tokens "11"
 Everything else answers at once with an inline <think> block and a boxed answer.
 """
 
@@ -102,5 +103,6 @@ class FakeOpenAI:
         else:
             choice = {"text": f" {thinking} </think> <answer> 42 </answer>", "finish_reason": finish}
         self.served += 1
-        payload = {"id": "cmpl-test", "object": "chat.completion", "choices": [choice], "usage": {"prompt_tokens": 11, "completion_tokens": 17}}
+        usage = {"prompt_tokens": "11", "completion_tokens": "seventeen"} if "textusage" in directives else {"prompt_tokens": 11, "completion_tokens": 17}
+        payload = {"id": "cmpl-test", "object": "chat.completion", "choices": [choice], "usage": usage}
         return web.Response(text=json.dumps(payload), content_type="application/json")

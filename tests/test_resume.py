@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -63,6 +64,9 @@ def test_sigkill_mid_run_then_rerun_leaves_no_gap_and_no_duplicate(tmp_path, fak
     # Only requests in flight at each kill were lost and generated again.
     assert 300 <= fake_server.served <= 300 + 2 * concurrency
     assert not list(out.glob(f"{JOURNAL_DIR}/*/*.jsonl"))
+    # The killed runs wrote rows too, so the manifest names them, unfinished.
+    runs = json.loads((out / "manifest.json").read_text())["runs"]
+    assert [run["finished_at"] is None for run in runs] == [True, True, False]
 
 
 def _cfg(tmp_path: Path, server, problems: list[str], **settings) -> GenerateConfig:

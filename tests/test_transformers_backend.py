@@ -44,7 +44,7 @@ def test_a_template_that_prefills_think_stores_the_opening_tag_and_filter_reads_
     assert row["finish_reason"] == "length"
     assert row["completion"].startswith("<think>\n"), "the canonical completion carries the pre-filled opening tag"
     assert row["reasoning"] == row["completion"].removeprefix("<think>").strip() and row["response"] == ""
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["prefilled_think"] is True
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["runs"][-1]["prefilled_think"] is True
     # Default filter options: the cut-off thinking is seen as thinking (not "missing_think"), with no answer.
     filter_traces(FilterConfig(str(tmp_path / "out"), str(tmp_path / "sft"), workers=1))
     scored = pl.read_parquet(tmp_path / "sft" / "scored" / "*.parquet").row(0, named=True)
