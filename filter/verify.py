@@ -130,15 +130,14 @@ def _die_with_parent() -> None:
     if alive is not None:
         os.close(alive)
         forkserver._forkserver._forkserver_alive_fd = None
-    parent = os.getppid()
     if sys.platform.startswith("linux"):
         import ctypes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the kernel sends this process SIGKILL when its parent exits
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     else:
         # Elsewhere a thread notices, at the latest when SymPy next lets go of the GIL.
-        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+        threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
 
 
 def _exit_when_orphaned(parent: int) -> None:
