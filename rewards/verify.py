@@ -11,7 +11,16 @@ caches parsed golds that come back), and a gold that takes too long to parse tim
 rows in one budget.
 
 Verdicts: correct (1.0), incorrect (0.0), no_answer (0.0: nothing to compare), gold_unparseable and
-no_gold (None: cannot verify), timeout (None).
+no_gold (None: cannot verify), timeout (None), error (None: the worker died on it).
+
+The pool must never be the thing that hangs or lingers. The parent never blocks on a worker: tasks
+reach a worker through a sender thread, so a worker stuck in SymPy with a full pipe cannot stop the
+parent from watching the clock. A worker that dies (a crash, the OOM killer, a script that starts the
+pool without a `__main__` guard) is logged at WARNING with its exit status, its item is `error`, and
+`MAX_DEATHS` deaths in a row stop the run with a `VerifierError`: a reward that is silently None for
+every row is worse than a stopped run. Workers ignore Ctrl-C (the parent handles it and kills them) and
+die with their parent, even while C code holds the GIL: on Linux the kernel kills a worker when the
+forkserver exits, and the forkserver exits when the parent does.
 
 The prediction is what Math-Verify extracts from the response (`text.answer_region`: the text after
 the thinking), the same call a plain `math_verify.parse(response)` makes, so verdicts match a naive row-by-row loop; only the
@@ -24,12 +33,16 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.connection import Connection, wait
+from queue import SimpleQueue
 
 from r1distill.rewards.text import Judgement, extract_final_answer, normalize_answer
 
@@ -38,12 +51,15 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_CHARS = 20_000
 PIPELINE = 2
 GOLD_CACHE = 10_000
+MAX_DEATHS = 3
+"""Worker deaths in a row (timeouts not counted) after which the run stops with a VerifierError."""
 CORRECT = Judgement(1.0, "correct")
 INCORRECT = Judgement(0.0, "incorrect")
 NO_ANSWER = Judgement(0.0, "no_answer")
 GOLD_UNPARSEABLE = Judgement(None, "gold_unparseable")
 NO_GOLD = Judgement(None, "no_gold")
 TIMEOUT = Judgement(None, "timeout")
+ERROR = Judgement(None, "error")
 
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
@@ -97,8 +113,43 @@ def fast_verdict(gold: str, response: str) -> Judgement | None:
     return None
 
 
+class VerifierError(RuntimeError):
+    """The verifier's workers keep dying, so no answer can be checked; the message says what to do."""
+
+
+def _die_with_parent() -> None:
+    """Tie this worker's life to the pool's parent, even while SymPy runs C code that holds the GIL."""
+    # Ctrl-C reaches the whole process group; the parent handles it by killing the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Every forkserver child inherits the write end of the pipe whose end of file tells the
+    # forkserver that its parent is gone: a worker holding it would keep the forkserver, its own
+    # parent, alive after the parent died. Workers start no processes, so they let it go.
+    from multiprocessing import forkserver
+
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the kernel sends this process SIGKILL when its parent exits
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        # Elsewhere a thread notices, at the latest when SymPy next lets go of the GIL.
+        threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this process once `parent` is no longer its parent."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _worker(conn: Connection) -> None:
-    """Verify (gold, responses) tasks sent over `conn`, one reply per item, until told to stop."""
+    """Verify (gold, responses) tasks sent over `conn`, one reply per item, until the parent goes."""
+    _die_with_parent()
     import math_verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -106,10 +157,10 @@ def _worker(conn: Connection) -> None:
     # prompt, popular answers); the parent routes equal golds to the same worker.
     golds: dict[str, list] = {}
     while True:
-        task = conn.recv()
-        if task is None:
+        try:
+            task_id, gold, responses = conn.recv()
+        except EOFError:
             return
-        task_id, gold, responses = task
         if gold not in golds:
             try:
                 golds[gold] = math_verify.parse(f"${gold}$", parsing_timeout=None)
@@ -137,6 +188,37 @@ def _worker(conn: Connection) -> None:
             conn.send((task_id, index, tuple(verdict)))
 
 
+def _send(conn: Connection, outbox: SimpleQueue) -> None:
+    """Pass one worker the tasks put in `outbox` (None: stop), in a thread of the parent.
+
+    A task larger than the pipe's buffer waits here until the worker has finished the one before; in
+    the parent's loop it would stop the clock that times the worker out.
+    """
+    while (task := outbox.get()) is not None:
+        try:
+            conn.send(task)
+        except OSError:
+            return  # the worker is gone: the parent's loop reads its end of file and replaces it
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (all of them on macOS, which has no sched_getaffinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _exit_cause(exitcode: int | None) -> str:
+    """How a worker ended, for a log line: a signal by name (the OOM killer sends SIGKILL), else its exit code."""
+    if exitcode is None or exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return f"was killed by {name}" + (" (out of memory?)" if -exitcode == signal.SIGKILL else "")
+
+
 @dataclass
 class _Task:
     task_id: int
@@ -149,8 +231,11 @@ class _Task:
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
+    outbox: SimpleQueue
+    """Tasks for the `sender` thread to pass on."""
+    sender: threading.Thread
     tasks: deque[_Task] = field(default_factory=deque)
-    """Tasks sent and not finished, in the order the worker runs them; the first one is running."""
+    """Tasks handed over and not finished, in the order the worker runs them; the first one is running."""
     next_item: int = 0
     """Index of the running item within tasks[0]."""
     gold_parsed: bool = False
@@ -162,7 +247,7 @@ class _Worker:
 class VerifierPool:
     """A pool of Math-Verify workers with a hard per-item time budget; use as a context manager."""
 
-    workers: int = field(default_factory=lambda: max(1, len(os.sched_getaffinity(0))))
+    workers: int = field(default_factory=_usable_cores)
     """Worker processes (default: the usable cores)."""
     timeout: float = 5.0
     """Seconds one item (or one gold answer's parsing) may take before its worker is killed."""
@@ -173,6 +258,7 @@ class VerifierPool:
         # a killed worker starts in milliseconds, not seconds.
         self._context.set_forkserver_preload(["math_verify"])
         self._pool: list[_Worker] = []
+        self._deaths = 0
         self.timeouts = 0
 
     def __enter__(self) -> VerifierPool:
@@ -180,14 +266,9 @@ class VerifierPool:
         return self
 
     def __exit__(self, *exc) -> None:
+        # Workers hold nothing worth a clean exit, and one may be stuck in SymPy.
         for worker in self._pool:
-            try:
-                worker.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            worker.process.join(1)
-            if worker.process.is_alive():
-                worker.process.kill()
+            self._stop(worker)
         self._pool = []
 
     def _start(self) -> _Worker:
@@ -195,7 +276,21 @@ class VerifierPool:
         process = self._context.Process(target=_worker, args=(child,), daemon=True)
         process.start()
         child.close()
-        return _Worker(process, parent)
+        outbox: SimpleQueue = SimpleQueue()
+        sender = threading.Thread(target=_send, args=(parent, outbox), name=f"verifier-send-{process.pid}", daemon=True)
+        sender.start()
+        return _Worker(process, parent, outbox, sender)
+
+    @staticmethod
+    def _stop(worker: _Worker, grace: float = 0.0) -> None:
+        """Kill a worker (after `grace` seconds to exit by itself, keeping its own exit status) and its sender."""
+        worker.process.join(grace)
+        worker.process.kill()
+        worker.process.join()
+        # A sender blocked on the dead worker's pipe has its send fail; an idle one reads the None.
+        worker.outbox.put(None)
+        worker.sender.join()
+        worker.conn.close()
 
     def judge(self, golds: Sequence[str | None], responses: Sequence[str | None]) -> list[Judgement]:
         """One Judgement per (gold, response) pair; consecutive rows with the same gold share one parse."""
@@ -226,15 +321,17 @@ class VerifierPool:
                 home = self._pool[hash(queue[0].gold) % len(self._pool)]
                 worker = home if len(home.tasks) < PIPELINE else min(self._pool, key=lambda w: len(w.tasks))
                 self._assign(worker, queue.popleft())
-            busy = {worker.conn: worker for worker in self._pool if worker.tasks}
-            now = time.monotonic()
-            for conn in wait(list(busy), timeout=max(0.0, min(w.deadline for w in busy.values()) - now)):
-                worker = busy[conn]
+            # Idle workers are watched too: one that dies between tasks is replaced, and counted.
+            watched = {worker.conn: worker for worker in self._pool}
+            deadline = min(w.deadline for w in self._pool if w.tasks)
+            for conn in wait(list(watched), timeout=max(0.0, deadline - time.monotonic())):
+                worker = watched[conn]
                 try:
                     _, index, verdict = conn.recv()
                 except (EOFError, OSError):
-                    self._replace(worker, queue, results)
+                    self._retire(worker, queue, results, died=True)
                     continue
+                self._deaths = 0
                 worker.deadline = time.monotonic() + self.timeout
                 if index < 0:
                     worker.gold_parsed = True
@@ -246,32 +343,43 @@ class VerifierPool:
                     worker.tasks.popleft()
                     worker.next_item, worker.gold_parsed = 0, False
             now = time.monotonic()
-            for worker in [w for w in busy.values() if w.tasks and w.deadline <= now]:
-                self._replace(worker, queue, results)
+            for worker in [w for w in watched.values() if w.tasks and w.deadline <= now]:
+                self._retire(worker, queue, results, died=False)
 
     def _assign(self, worker: _Worker, task: _Task) -> None:
         if not worker.tasks:
             worker.deadline = time.monotonic() + self.timeout
         worker.tasks.append(task)
-        worker.conn.send((task.task_id, task.gold, task.responses))
+        worker.outbox.put((task.task_id, task.gold, task.responses))
 
-    def _replace(self, worker: _Worker, queue: deque[_Task], results: list[Judgement | None]) -> None:
-        """Kill an overrunning (or dead) worker, time out its item, requeue the rest of its work."""
-        worker.process.kill()
-        worker.process.join()
-        task = worker.tasks.popleft()
-        for waiting in reversed(worker.tasks):
-            queue.appendleft(waiting)
-        worker.tasks.clear()
-        if not worker.gold_parsed:
-            stuck = task.rows  # the gold itself would not parse in time: every row of it times out
-        else:
-            stuck = task.rows[worker.next_item : worker.next_item + 1]
-            rest = slice(worker.next_item + 1, None)
-            if task.rows[rest]:
-                queue.appendleft(_Task(task.task_id, task.gold, task.rows[rest], task.responses[rest]))
+    def _retire(self, worker: _Worker, queue: deque[_Task], results: list[Judgement | None], died: bool) -> None:
+        """Replace a worker that died or overran its budget: its item gets `error` or `timeout`, the rest is requeued."""
+        pid = worker.process.pid
+        self._stop(worker, grace=1.0 if died else 0.0)
+        stuck: list[int] = []
+        if worker.tasks:
+            task = worker.tasks.popleft()
+            queue.extendleft(reversed(worker.tasks))
+            if not worker.gold_parsed:
+                stuck = task.rows  # it never got past the gold: every row of it shares the fate
+            else:
+                stuck = task.rows[worker.next_item : worker.next_item + 1]
+                rest = slice(worker.next_item + 1, None)
+                if task.rows[rest]:
+                    queue.appendleft(_Task(task.task_id, task.gold, task.rows[rest], task.responses[rest]))
         for row in stuck:
-            results[row] = TIMEOUT
-        self.timeouts += len(stuck)
-        log.debug("verification timed out after %.1fs; worker restarted", self.timeout)
+            results[row] = ERROR if died else TIMEOUT
+        if died:
+            self._deaths += 1
+            cause = _exit_cause(worker.process.exitcode)
+            log.warning("Math-Verify worker %d %s; %d row(s) get verdict 'error'; worker restarted", pid, cause, len(stuck))
+            if self._deaths >= MAX_DEATHS:
+                raise VerifierError(
+                    f"Math-Verify workers died {self._deaths} times in a row, the last one {cause}: if they are killed, "
+                    "free memory or lower --workers; if they exit at start, start the verifier from a script only "
+                    'under `if __name__ == "__main__":`'
+                ) from None  # the dead worker's broken pipe adds nothing
+        else:
+            self.timeouts += len(stuck)
+            log.debug("verification timed out after %.1fs; worker restarted", self.timeout)
         self._pool[self._pool.index(worker)] = self._start()
