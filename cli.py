@@ -1,8 +1,8 @@
 """The `r1distill` command: thin Typer commands that parse options and call the stage functions.
 
 Every command runs its stage inside `_edges`: a `UsageError` (bad input or options) and a full or
-read-only disk become one line on stderr and exit code 2, Ctrl-C one line and exit code 130; never a
-traceback.
+read-only disk become one line on stderr and exit code 2, a `StageError` (a run that cannot go on)
+one line and exit code 1, Ctrl-C one line and exit code 130; never a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from r1distill import __version__
-from r1distill.errors import UsageError, first_line
+from r1distill.errors import StageError, UsageError, first_line
 
 app = typer.Typer(
     help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
@@ -46,6 +46,9 @@ def _edges(output: Path, interrupted: str) -> Iterator[None]:
         yield
     except UsageError as err:
         _fail(str(err))
+    except StageError as err:
+        typer.echo(f"error: {first_line(err)}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(interrupted, err=True)
         raise typer.Exit(130) from None

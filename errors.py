@@ -1,11 +1,16 @@
-"""The one exception type for problems a user can fix (bad input, bad options).
+"""The exception types the CLI turns into one line instead of a traceback.
 
-The CLI turns it into a one-line message and exit code 2; anything else is a bug and keeps its traceback.
+`UsageError` (input or options a user can fix) exits with code 2, `StageError` (a run that cannot go
+on, with a message saying what to do) with code 1; anything else is a bug and keeps its traceback.
 """
 
 
 class UsageError(Exception):
     """A problem with the user's input or options; the message names the file, column or option and the fix."""
+
+
+class StageError(RuntimeError):
+    """A run that cannot go on for a reason outside its input (e.g. verifier workers that keep dying)."""
 
 
 def first_line(err: BaseException, secret: str | None = None) -> str:

@@ -75,17 +75,17 @@ class FilterConfig:
     input: str
     """Trace table: a `r1distill generate` output folder, or any dataset with problem and completion columns."""
     output: str
-    """Output folder, laid out as a Hugging Face dataset repository."""
+    """New output folder, laid out as a Hugging Face dataset repository (data/, scored/, stats.json, README.md)."""
     checks: list[str] = field(default_factory=lambda: ["accuracy", "format", "language", "truncated", "repetition"])
-    """Checks a kept row must pass, from CHECKS."""
+    """A check every kept row must pass; repeat it."""
     accuracy: str = "math"
-    """How answers are checked: math (Math-Verify), choice (multiple-choice letters) or exact (string)."""
+    """Answer check: math (Math-Verify against the gold answer), choice (multiple-choice letters) or exact (string)."""
     accuracy_column: str | None = None
-    """Column naming the accuracy mode per row (math, choice or exact), overriding `accuracy`."""
+    """Column naming the answer check per row (math, choice or exact), overriding --accuracy."""
     lenient_format: bool = False
-    """Accept completions of templates that pre-fill <think> (no opening tag)."""
+    """Accept completions with no opening <think> but a closing one (tables from tools that drop a pre-filled tag)."""
     language: str = "en"
-    """Target language of the reasoning (en, zh, ...)."""
+    """Target language of the reasoning (language check)."""
     min_language_share: float = 0.95
     """Least share of the reasoning's words in the target language."""
     min_tokens: int | None = None
@@ -93,19 +93,19 @@ class FilterConfig:
     max_tokens: int | None = None
     """Most completion tokens a kept row may have (length check)."""
     max_repetition: float = 0.5
-    """Largest 4-gram repetition ratio a kept row may have."""
+    """Largest 4-gram repetition ratio a kept row may have (repetition check)."""
     keep: str = "all"
     """Rejection sampling among a prompt's passing samples: all, first:K or shortest:K."""
     min_pass_rate: float = 0.0
-    """Drop prompts whose pass rate (correct / samples) is below this (too hard)."""
+    """Drop prompts whose pass rate (correct / samples) is lower: too hard."""
     max_pass_rate: float = 1.0
-    """Drop prompts whose pass rate is above this (too easy)."""
+    """Drop prompts whose pass rate is higher: too easy (RL prompt sets use e.g. 0.8)."""
     dedup: str = "exact"
     """Problem dedup: none, exact (normalised text) or near (MinHash LSH)."""
     dedup_threshold: float = 0.8
     """Jaccard similarity above which problems are near duplicates."""
     decontaminate: list[str] = field(default_factory=list)
-    """Benchmark files or Hub datasets whose problems must not leak into the training set."""
+    """Benchmark file or Hub dataset whose problems must not leak into the training set; repeat it."""
     ngram: int = 8
     """Word n-gram length of the decontamination overlap."""
     non_reasoning: str | None = None
@@ -115,13 +115,13 @@ class FilterConfig:
     non_reasoning_count: int | None = None
     """Non-reasoning rows to add, instead of a ratio."""
     no_think: str = "none"
-    """How a non-reasoning answer is rendered: none (no think block) or empty (an empty think block)."""
+    """Render non-reasoning answers with no think block (none) or an empty one (empty)."""
     timeout: float = 5.0
-    """Seconds Math-Verify may spend on one answer before the row is marked timeout."""
+    """Seconds Math-Verify may spend on one answer; then the row's verdict is 'timeout'."""
     workers: int | None = None
-    """Math-Verify worker processes (default: the usable cores)."""
+    """Math-Verify worker processes [default: the usable cores]."""
     batch_rows: int = 20_000
-    """Rows read per streaming batch."""
+    """Rows per streaming batch (bounds memory)."""
     skip_invalid: bool = False
     """Drop rows whose problem is null or empty (counted as invalid_problem) instead of refusing the input."""
     seed: int = 0

@@ -75,65 +75,65 @@ class GenerateConfig:
     """Settings of one `r1distill generate` run."""
 
     input: str
-    """Prompt table: a file, a folder of Parquet shards, a save_to_disk folder or a Hub dataset id."""
+    """Prompt table: .jsonl/.json/.parquet/.csv, a folder of Parquet shards, a datasets save_to_disk folder, or a Hub dataset id."""
     output: str
-    """Output folder for the trace shards and the manifest; reruns resume into it."""
+    """Output folder (Parquet shards + manifest.json); rerunning the same command resumes into it."""
     model: str = "smollm2-135m"
-    """Teacher model: the embedded alias, a Hub id or local folder, or the served model name."""
+    """Teacher: 'smollm2-135m' (embedded, offline), a Hub id or local folder, or the model name a server serves."""
     backend: str = "transformers"
-    """transformers (local CPU/GPU), openai (any OpenAI-compatible server) or vllm (offline, GPUs)."""
+    """transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek's API) or vllm (offline on local GPUs)."""
     num_samples: int = 1
-    """Completions per prompt."""
+    """Completions per prompt (rejection sampling picks among them later)."""
     max_tokens: int = 4096
-    """Most tokens generated per completion."""
+    """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
     temperature: float = 0.6
     """Sampling temperature (DeepSeek recommends 0.5-0.7 for R1); 0 is greedy."""
     top_p: float = 0.95
     """Nucleus sampling mass."""
     seed: int = 0
-    """Base seed; each (prompt, sample) derives its own from it."""
+    """Base seed; each (prompt, sample) derives its own."""
     template: str = "chat"
-    """chat (the model's chat template) or r1-zero (the R1-Zero paper prompt as raw text)."""
+    """chat: the model's chat template with a \\boxed{} answer request; r1-zero: the R1-Zero paper prompt as raw text."""
     system: str | None = None
-    """System prompt for the chat template."""
+    """System prompt (chat template)."""
     prompt_template: str | None = None
-    """User turn with {problem}; default asks for step-by-step reasoning and a \\boxed{} answer."""
+    """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
     base_urls: list[str] = field(default_factory=list)
-    """OpenAI-compatible base URLs (…/v1); several spread the load."""
+    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers."""
     api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable that holds the API key (never logged or written)."""
+    """Environment variable holding the API key (read at run time, never printed or written)."""
     concurrency: int = 64
     """Requests in flight at once (openai backend)."""
     shard: str = "0/1"
-    """Part i/N of the prompts this process generates (0-based), for N machines sharing one OUT."""
+    """Generate only part i/N of the prompts (0-based), so N machines can share one --output."""
     problem_column: str = PROBLEM
-    """Input column holding the problem text."""
+    """Input column with the problem text."""
     answer_column: str | None = None
-    """Input column holding the gold answer (default: 'answer' when present)."""
+    """Input column with the gold answer [default: 'answer' if present]."""
     id_column: str | None = None
-    """Input column holding a unique prompt id (default: 'id' when present, else a hash of the problem)."""
+    """Input column with a unique prompt id [default: 'id' if present, else a hash of the problem]."""
     split: str = "train"
-    """Split to read from Hub datasets and save_to_disk folders."""
+    """Split of a Hub dataset or save_to_disk folder."""
     batch_size: int = 8
     """Prompts per forward batch (transformers) or per scheduling chunk (vllm)."""
     max_retries: int = 8
-    """Retries of a failed request before it is recorded as an error (openai backend)."""
+    """Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed (openai)."""
     request_timeout: float = 1800.0
-    """Seconds one request may take before it is retried (openai backend)."""
+    """Seconds one request may take before it is retried (openai)."""
     retry_delay: float = 1.0
-    """First retry waits up to this many seconds, doubling each retry, with full jitter."""
+    """First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins."""
     rows_per_shard: int = 1000
     """Rows per Parquet shard."""
     seconds_per_shard: float = 60.0
     """A shard is also written after this many seconds, so a long run shows its traces early."""
     device: str | None = None
-    """Torch device for the transformers backend (default: cuda when available, else cpu)."""
+    """Torch device for the transformers backend [default: cuda if available, else cpu]."""
     tensor_parallel_size: int = 1
     """GPUs per model replica (vllm)."""
     max_model_len: int | None = None
-    """Context length of prompt plus output (vllm; default: the model's own)."""
+    """Context length of prompt plus output (vllm) [default: the model's own]."""
     data_parallel_size: int = 1
-    """Model replicas, one process each on its own GPUs and its own shard of the prompts (vllm)."""
+    """Model replicas, one process per GPU group, each on its own part of the prompts (vllm)."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in the manifest."""
 

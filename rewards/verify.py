@@ -44,6 +44,7 @@ from fractions import Fraction
 from multiprocessing.connection import Connection, wait
 from queue import SimpleQueue
 
+from r1distill.errors import StageError
 from r1distill.rewards.text import Judgement, extract_final_answer, normalize_answer
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def fast_verdict(gold: str, response: str) -> Judgement | None:
     return None
 
 
-class VerifierError(RuntimeError):
+class VerifierError(StageError):
     """The verifier's workers keep dying, so no answer can be checked; the message says what to do."""
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from r1distill.filter.verify import VerifierPool
+from r1distill.rewards.verify import VerifierPool
 
 # Math-Verify evaluates this power in C with the GIL held: minutes of CPU that no Python-level
 # timeout can interrupt (checked: still running after 20 s).
@@ -77,7 +77,7 @@ def _start_script(tmp_path: Path, body: str) -> subprocess.Popen:
 # both workers are past their start-up (a task each at least) when the test signals them.
 STUCK_PARENT = f"""
     import sys
-    from r1distill.filter.verify import VerifierPool
+    from r1distill.rewards.verify import VerifierPool
 
     if __name__ == "__main__":
         try:
@@ -131,7 +131,7 @@ def test_a_worker_killed_from_outside_is_an_error_and_the_rest_is_verified(caplo
             worker.kill()
 
     killer = threading.Thread(target=kill_the_stuck_worker)
-    with caplog.at_level(logging.WARNING, logger="r1distill.filter.verify"), VerifierPool(workers=1, timeout=60) as pool:
+    with caplog.at_level(logging.WARNING, logger="r1distill.rewards.verify"), VerifierPool(workers=1, timeout=60) as pool:
         # A worker that has started and parsed this gold is deep in the stuck item 1.5 s later.
         assert [j.verdict for j in pool.judge(["x^2"], [SYMPY])] == ["correct"]
         killer.start()
@@ -157,7 +157,7 @@ def test_workers_that_keep_dying_abort_the_run_with_one_line(tmp_path):
     script = _start_script(
         tmp_path,
         f"""
-        from r1distill.filter.verify import VerifierPool
+        from r1distill.rewards.verify import VerifierPool
 
         with VerifierPool(workers=1, timeout=10) as pool:
             pool.judge(["x^2", "y^2", "z^2", "w^2", "v^2"], [{SYMPY!r}] * 5)
@@ -166,7 +166,7 @@ def test_workers_that_keep_dying_abort_the_run_with_one_line(tmp_path):
     _, stderr = script.communicate(timeout=50)
     assert script.returncode == 1
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("r1distill.filter.verify.VerifierError: "), stderr[-3000:]
+    assert last.startswith("r1distill.rewards.verify.VerifierError: "), stderr[-3000:]
     assert "in a row" in last and "exited with code 1" in last and "__main__" in last
 
 
