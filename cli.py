@@ -7,9 +7,14 @@ one line and exit code 1, Ctrl-C one line and exit code 130; never a traceback.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import errno
+import inspect
 import sys
-from collections.abc import Iterator
+import textwrap
+import typing
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,17 +22,21 @@ from typing import Annotated, Optional
 import typer
 
 from r1distill import __version__
+from r1distill.backends import BACKENDS
 from r1distill.errors import StageError, UsageError, first_line
+from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
+from r1distill.generate.prompts import TEMPLATES
+from r1distill.generate.run import GenerateConfig
+from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS
 
 app = typer.Typer(
     help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich markup would eat bracketed text such as "[default: ...]".
+    rich_markup_mode=None,
 )
-
-INPUT_HELP = "Prompt table: .jsonl/.json/.parquet/.csv, a folder of Parquet shards, a datasets save_to_disk folder, or a Hub dataset id."
-
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
@@ -75,81 +84,95 @@ def main(
     setup_logging(verbose)
 
 
+def _field_docs(config: type) -> dict[str, str]:
+    """The one-line doc under each field of a settings dataclass: the single source of its --help text."""
+    docs: dict[str, str] = {}
+    for klass in reversed(config.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, following in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _options(config: type, argument: str, names: dict[str, tuple[str, ...]], choices: dict[str, tuple[str, ...]]) -> list[inspect.Parameter]:
+    """Typer parameters for every field of `config` but `command`: an option is written once, in the dataclass.
+
+    The field's type and default become the option's, its doc the help text, `choices` are listed in
+    the help, and `names` replace the default `--field-name` (a list field is repeated:
+    `--check accuracy --check format`).
+    """
+    docs = _field_docs(config)
+    hints = typing.get_type_hints(config)
+    params = []
+    for field in dataclasses.fields(config):
+        if field.name == "command":
+            continue
+        kind = hints[field.name]
+        optional = type(None) in typing.get_args(kind)
+        if optional:
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        help = docs[field.name]
+        if field.name in choices:
+            # Named in the help, checked by the settings' own check(), so that every bad option of a
+            # command is reported together in one line (a parser-level choice would stop at the first).
+            help += f" Choices: {', '.join(choices[field.name])}."
+        if optional:
+            kind = Optional[kind]
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory() or None  # an empty list shows as no default
+        else:
+            default = inspect.Parameter.empty
+        if field.name == argument:
+            info = typer.Argument(help=help, metavar=field.name.upper(), show_default=False)
+        else:
+            declared = names.get(field.name, ("--" + field.name.replace("_", "-"),))
+            info = typer.Option(*declared, help=help, show_default=default not in (None, inspect.Parameter.empty))
+        params.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, info]))
+    return params
+
+
+def _stage_command(config: type, *, argument: str, names: dict, choices: dict) -> Callable[[Callable], Callable]:
+    """Turn `body(cfg)` into a Typer command whose options are the fields of `config` (see `_options`)."""
+    params = _options(config, argument, names, choices)
+    # A repeatable option left out arrives as None; the dataclass's own default (a list) applies then.
+    listed = {field.name for field in dataclasses.fields(config) if field.default_factory is not dataclasses.MISSING}
+
+    def decorate(body: Callable) -> Callable:
+        def command(**options) -> None:
+            given = {name: value for name, value in options.items() if value is not None or name not in listed}
+            body(config(**given, command=["r1distill", *sys.argv[1:]]))
+
+        command.__name__, command.__doc__ = body.__name__.rstrip("_"), body.__doc__
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {param.name: param.annotation for param in params}
+        return command
+
+    return decorate
+
+
 @app.command()
-def generate(
-    input: Annotated[str, typer.Argument(help=INPUT_HELP, metavar="INPUT", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (Parquet shards + manifest.json). Rerunning the same command resumes into it.", show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="Teacher: 'smollm2-135m' (embedded, offline), a Hub id or local folder, or the model name a server serves.")] = "smollm2-135m",
-    backend: Annotated[str, typer.Option(help="transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek API) or vllm (offline on local GPUs).")] = "transformers",
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Completions per prompt (rejection sampling picks among them later).")] = 1,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens per completion. Rerunning with a larger value redoes only the truncated rows.")] = 4096,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; DeepSeek recommends 0.6 for R1. 0 is greedy.")] = 0.6,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Base seed; each (prompt, sample) derives its own.")] = 0,
-    template: Annotated[str, typer.Option(help="chat: the model's chat template with a \\boxed{} answer request. r1-zero: the R1-Zero paper prompt as raw text.")] = "chat",
-    system: Annotated[Optional[str], typer.Option(help="System prompt (chat template).")] = None,
-    prompt_template: Annotated[Optional[str], typer.Option(help="User turn with {problem} in it, replacing the default step-by-step \\boxed{} request.")] = None,
-    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers.")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (read at run time, never printed or written).")] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (openai backend).")] = 64,
-    shard: Annotated[str, typer.Option(help="Generate only part i/N of the prompts (0-based), so N machines can share one --output.")] = "0/1",
-    problem_column: Annotated[str, typer.Option(help="Input column with the problem text.")] = "problem",
-    answer_column: Annotated[Optional[str], typer.Option(help="Input column with the gold answer [default: 'answer' if present].")] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Input column with a unique prompt id [default: 'id' if present, else a hash of the problem].")] = None,
-    split: Annotated[str, typer.Option(help="Split of a Hub dataset or save_to_disk folder.")] = "train",
-    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch (transformers) or scheduling chunk (vllm).")] = 8,
-    max_retries: Annotated[int, typer.Option(help="Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed.")] = 8,
-    request_timeout: Annotated[float, typer.Option(help="Seconds one request may take before it is retried.")] = 1800.0,
-    retry_delay: Annotated[float, typer.Option(help="First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins.")] = 1.0,
-    rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard.")] = 1000,
-    device: Annotated[Optional[str], typer.Option(help="Torch device for the transformers backend [default: cuda if available, else cpu].")] = None,
-    tensor_parallel_size: Annotated[int, typer.Option(help="GPUs per model replica (vllm).")] = 1,
-    data_parallel_size: Annotated[int, typer.Option(help="Model replicas, one process per GPU group, each on its own part of the prompts (vllm).")] = 1,
-    max_model_len: Annotated[Optional[int], typer.Option(help="Context length of prompt plus output (vllm) [default: the model's own].")] = None,
-) -> None:
+@_stage_command(
+    GenerateConfig,
+    argument="input",
+    names={"output": ("--output", "-o"), "model": ("--model", "-m"), "num_samples": ("--num-samples", "-n"), "base_urls": ("--base-url",)},
+    choices={"backend": BACKENDS, "template": TEMPLATES},
+)
+def generate(cfg: GenerateConfig) -> None:
     """Generate long chain-of-thought traces from a teacher, resumably.
 
     Every finished completion is journaled at once, so a crash or kill loses only the requests in
     flight; rerunning the same command generates only what is missing. Exit code 1 means some
     requests failed after their retries (they are in OUT with finish_reason 'error'; rerun to retry).
     """
-    from r1distill.generate import GenerateConfig
-    from r1distill.generate import generate as run_generate
+    from r1distill.generate.run import generate as run_generate
     from r1distill.generate.run import print_summary
 
-    cfg = GenerateConfig(
-        input=input,
-        output=str(output),
-        model=model,
-        backend=backend,
-        num_samples=num_samples,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        template=template,
-        system=system,
-        prompt_template=prompt_template,
-        base_urls=list(base_url or []),
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        shard=shard,
-        problem_column=problem_column,
-        answer_column=answer_column,
-        id_column=id_column,
-        split=split,
-        batch_size=batch_size,
-        max_retries=max_retries,
-        request_timeout=request_timeout,
-        retry_delay=retry_delay,
-        rows_per_shard=rows_per_shard,
-        device=device,
-        tensor_parallel_size=tensor_parallel_size,
-        data_parallel_size=data_parallel_size,
-        max_model_len=max_model_len,
-        command=["r1distill", *sys.argv[1:]],
-    )
-    with _edges(output, "interrupted: finished rows are saved; rerun the same command to resume"):
+    with _edges(Path(cfg.output), "interrupted: finished rows are saved; rerun the same command to resume"):
         summary = run_generate(cfg)
     print_summary(summary)
     if summary.failed:
@@ -158,74 +181,25 @@ def generate(
 
 
 @app.command(name="filter")
-def filter_(
-    input: Annotated[str, typer.Argument(help="Trace table: a `r1distill generate` output folder, or any dataset with problem and completion columns.", metavar="INPUT", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="New output folder, laid out as a Hugging Face dataset repository (data/, scored/, stats.json, README.md).", show_default=False)],
-    check: Annotated[Optional[list[str]], typer.Option("--check", help="A check every kept row must pass; repeat it. accuracy, format, language, length, truncated, repetition [default: accuracy format language truncated repetition].")] = None,
-    accuracy: Annotated[str, typer.Option(help="Answer check: math (Math-Verify against the gold answer), choice (multiple-choice letters) or exact (string).")] = "math",
-    accuracy_column: Annotated[Optional[str], typer.Option(help="Column naming the answer check per row (math, choice or exact).")] = None,
-    lenient_format: Annotated[bool, typer.Option(help="Accept completions of templates that pre-fill <think> (no opening tag).")] = False,
-    language: Annotated[str, typer.Option(help="Target language of the reasoning (language check): en, zh, ...")] = "en",
-    min_language_share: Annotated[float, typer.Option(help="Least share of the reasoning's words in the target language.")] = 0.95,
-    min_tokens: Annotated[Optional[int], typer.Option(help="Fewest completion tokens (length check).")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Most completion tokens (length check).")] = None,
-    max_repetition: Annotated[float, typer.Option(help="Largest 4-gram repetition ratio (repetition check).")] = 0.5,
-    keep: Annotated[str, typer.Option(help="Rejection sampling among a prompt's passing samples: all, first:K or shortest:K.")] = "all",
-    min_pass_rate: Annotated[float, typer.Option(help="Drop prompts whose pass rate (correct / samples) is lower: too hard.")] = 0.0,
-    max_pass_rate: Annotated[float, typer.Option(help="Drop prompts whose pass rate is higher: too easy (RL prompt sets use e.g. 0.8).")] = 1.0,
-    dedup: Annotated[str, typer.Option(help="Problem dedup: none, exact (normalised text) or near (MinHash LSH).")] = "exact",
-    dedup_threshold: Annotated[float, typer.Option(help="Jaccard similarity above which problems are near duplicates.")] = 0.8,
-    decontaminate: Annotated[Optional[list[str]], typer.Option("--decontaminate", help="Benchmark file or Hub dataset whose problems must not leak in; repeat it.")] = None,
-    ngram: Annotated[int, typer.Option(help="Word n-gram length for decontamination.")] = 8,
-    non_reasoning: Annotated[Optional[str], typer.Option(help="Conversations without thinking to mix in (a messages column, or problem/prompt and response columns).")] = None,
-    non_reasoning_ratio: Annotated[Optional[float], typer.Option(help="Non-reasoning rows per kept reasoning row (R1: about 0.33).")] = None,
-    non_reasoning_count: Annotated[Optional[int], typer.Option(help="Non-reasoning rows to add, instead of a ratio.")] = None,
-    no_think: Annotated[str, typer.Option(help="Render non-reasoning answers with no think block (none) or an empty one (empty).")] = "none",
-    timeout: Annotated[float, typer.Option(help="Seconds Math-Verify may spend on one answer; then the row's verdict is 'timeout'.")] = 5.0,
-    workers: Annotated[Optional[int], typer.Option(help="Math-Verify worker processes [default: the usable cores].")] = None,
-    batch_rows: Annotated[int, typer.Option(help="Rows per streaming batch (bounds memory).")] = 20_000,
-    seed: Annotated[int, typer.Option(help="Seed of the non-reasoning sample.")] = 0,
-    skip_invalid: Annotated[bool, typer.Option(help="Drop rows whose problem is null or blank (counted as invalid_problem) instead of refusing the input.")] = False,
-) -> None:
+@_stage_command(
+    FilterConfig,
+    argument="input",
+    names={"output": ("--output", "-o"), "checks": ("--check",)},
+    choices={
+        "checks": CHECKS, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS), "dedup": DEDUP_MODES,
+        "no_think": NO_THINK_STYLES,
+    },
+)
+def filter_(cfg: FilterConfig) -> None:
     """Score traces with rule rewards, keep the good ones, and write an SFT-ready dataset.
 
     Every input row is judged by each check (the same rewards `r1distill rl` optimises); rows that
     fail a check, prompts that are duplicates, contaminated or outside the pass-rate band, and samples
     beyond --keep are dropped, each counted under its first reason in stats.json and the card.
     """
-    from r1distill.filter.run import FilterConfig, filter_traces, print_summary
+    from r1distill.filter.run import filter_traces, print_summary
 
-    cfg = FilterConfig(
-        input=input,
-        output=str(output),
-        **({"checks": list(check)} if check else {}),
-        accuracy=accuracy,
-        accuracy_column=accuracy_column,
-        lenient_format=lenient_format,
-        language=language,
-        min_language_share=min_language_share,
-        min_tokens=min_tokens,
-        max_tokens=max_tokens,
-        max_repetition=max_repetition,
-        keep=keep,
-        min_pass_rate=min_pass_rate,
-        max_pass_rate=max_pass_rate,
-        dedup=dedup,
-        dedup_threshold=dedup_threshold,
-        decontaminate=list(decontaminate or []),
-        ngram=ngram,
-        non_reasoning=non_reasoning,
-        non_reasoning_ratio=non_reasoning_ratio,
-        non_reasoning_count=non_reasoning_count,
-        no_think=no_think,
-        timeout=timeout,
-        workers=workers,
-        batch_rows=batch_rows,
-        seed=seed,
-        skip_invalid=skip_invalid,
-        command=["r1distill", *sys.argv[1:]],
-    )
-    with _edges(output, "interrupted: nothing was written; rerun the same command"):
+    with _edges(Path(cfg.output), "interrupted: nothing was written; rerun the same command"):
         summary = filter_traces(cfg)
     print_summary(summary)
 
@@ -247,5 +221,28 @@ def push(
     typer.echo(url)
 
 
+def run() -> None:
+    """The `r1distill` entry point: the app, with the parser's own errors (unknown option, a value of
+    the wrong type) as one line and exit code 2 like every other bad input."""
+    # Typer vendors Click as typer._click; its exceptions are public there only.
+    from typer._click import exceptions as parser
+
+    try:
+        code = typer.main.get_command(app).main(standalone_mode=False)
+    except parser.NoArgsIsHelpError as err:
+        typer.echo(err.format_message())
+        code = 0
+    except parser.UsageError as err:
+        command = err.ctx.command_path if err.ctx else "r1distill"
+        typer.echo(f"error: {' '.join(err.format_message().split())} (see {command} --help)", err=True)
+        code = 2
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        code = 130
+    except typer.Exit as done:
+        code = done.exit_code
+    sys.exit(code or 0)
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 CHECKS = rewards.RULES
 KEEP_POLICIES = ("all", "first", "shortest")
 NO_THINK_STYLES = ("none", "empty")
+DEDUP_MODES = ("none", "exact", "near")
 INPUT_COLUMNS = ("id", "prompt_id", "sample", "problem", "answer", "prompt", "completion", "reasoning", "response", "finish_reason", "completion_tokens", "source")
 
 @dataclass
@@ -163,7 +164,7 @@ class FilterConfig:
             problems.append(f"--keep must be all, first:K or shortest:K with K >= 1, got {self.keep!r}")
         if not 0 <= self.min_pass_rate <= self.max_pass_rate <= 1:
             problems.append("--min-pass-rate and --max-pass-rate must satisfy 0 <= min <= max <= 1")
-        if self.dedup not in ("none", "exact", "near"):
+        if self.dedup not in DEDUP_MODES:
             problems.append(f"--dedup must be none, exact or near, got {self.dedup!r}")
         if not 0 < self.dedup_threshold <= 1:
             problems.append("--dedup-threshold must be in (0, 1]")

@@ -1,12 +1,18 @@
-"""The command line: help texts, version, and option problems reported together in one line."""
+"""The command line: help texts written once in the settings, version, and option problems in one line."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
+import pytest
 from typer.testing import CliRunner
 
-from conftest import write_jsonl
+from conftest import run_cli, write_jsonl
 from r1distill import __version__
-from r1distill.cli import app
+from r1distill.cli import _field_docs, app
+from r1distill.filter.run import FilterConfig
+from r1distill.generate.run import GenerateConfig
 
 runner = CliRunner()
 
@@ -35,3 +41,35 @@ def test_every_option_problem_is_reported_at_once(tmp_path):
     for needle in ("--num-samples", "--top-p", "--shard", "--base-url"):
         assert needle in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("command", "config"), [("generate", GenerateConfig), ("filter", FilterConfig)])
+def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config):
+    docs = _field_docs(config)
+    help_text = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).output.split())
+    for field in dataclasses.fields(config):
+        if field.name == "command":
+            continue
+        assert docs.get(field.name), f"{config.__name__}.{field.name} has no doc"
+        assert " ".join(docs[field.name].split()) in help_text, field.name
+        if field.name not in ("input", "output", "checks", "base_urls", "decontaminate") and field.default not in (None, False):
+            assert f"[default: {field.default}]" in help_text, field.name
+    assert not re.search(r"\s\.(\s|$)", help_text), "a default hidden by markup leaves a stray ' .'"
+
+
+def test_fixed_choices_and_list_defaults_are_shown():
+    help_text = " ".join(runner.invoke(app, ["filter", "--help"], env={"COLUMNS": "400"}).output.split())
+    assert "Choices: accuracy, format, language, length, truncated, repetition." in help_text
+    assert "[default: accuracy, format, language, truncated, repetition]" in help_text
+    assert "Choices: math, choice, exact." in help_text and "Choices: en, zh, ja, ko, ru, ar." in help_text
+    generate_help = " ".join(runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "400"}).output.split())
+    assert "Choices: transformers, openai, vllm." in generate_help and "Choices: chat, r1-zero." in generate_help
+
+
+def test_parser_errors_are_one_line_with_exit_2(tmp_path):
+    for args, needle in ((["filter", "x", "-o", "y", "--bogus"], "No such option: --bogus"),
+                         (["filter", "x", "-o", "y", "--workers", "many"], "Invalid value for '--workers'")):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: ") and needle in line and line.endswith("filter --help)")
