@@ -21,6 +21,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def trace_row(key: str, created: int) -> dict:
+    """A minimal trace row as generate journals it, for tests of the store."""
+    return {
+        "id": key, "prompt_id": key.split(":")[0], "sample": 0, "problem": "p", "answer": None,
+        "prompt": [{"role": "user", "content": "p"}], "completion": "c", "reasoning": None, "response": "c",
+        "finish_reason": "stop", "completion_tokens": 1, "prompt_tokens": 1, "model": "m", "backend": "openai",
+        "max_tokens": 8, "request_key": "k", "error": None, "created_at": created,
+    }
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `r1distill` in a real subprocess, as a user would."""
     return subprocess.run(

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import write_jsonl
+from conftest import trace_row, write_jsonl
 from r1distill.errors import UsageError
 from r1distill.generate import GenerateConfig, generate
 from r1distill.generate.store import JOURNAL_DIR, TraceStore, read_state
@@ -130,15 +130,6 @@ def test_shards_split_prompts_disjointly_and_run_side_by_side(tmp_path, fake_ser
     assert sum(parts) == 60 and min(parts) > 5
 
 
-def _journal_row(key: str, created: int) -> dict:
-    return {
-        "id": key, "prompt_id": key.split(":")[0], "sample": 0, "problem": "p", "answer": None,
-        "prompt": [{"role": "user", "content": "p"}], "completion": "c", "reasoning": None, "response": "c",
-        "finish_reason": "stop", "completion_tokens": 1, "prompt_tokens": 1, "model": "m", "backend": "openai",
-        "max_tokens": 8, "request_key": "k", "error": None, "created_at": created,
-    }
-
-
 def _builder(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TRACE_SCHEMA)
 
@@ -150,7 +141,7 @@ def test_journal_recovery_keeps_whole_lines_and_is_idempotent(tmp_path):
     journal_dir = out / JOURNAL_DIR / "00000-of-00001"
     journal_dir.mkdir(parents=True)
     journal = journal_dir / "run-00000.jsonl"
-    lines = b"".join(orjson.dumps(_journal_row(f"p{i}:0", 1000 + i)) + b"\n" for i in range(3))
+    lines = b"".join(orjson.dumps(trace_row(f"p{i}:0", 1000 + i)) + b"\n" for i in range(3))
     journal.write_bytes(lines + b'{"id": "p9:0", "prom')  # killed mid-write
     # A kill between the shard's rename and the journal's delete leaves both; recovery must not duplicate.
     with TraceStore(out, "00000-of-00001", _builder):
@@ -168,8 +159,8 @@ def test_compact_keeps_the_newest_row_per_id(tmp_path):
     out = tmp_path / "out"
     with TraceStore(out, "00000-of-00001", _builder, rows_per_shard=2) as store:
         for i in range(4):
-            store.append(_journal_row(f"p{i}:0", 1000 + i))
-        store.append(_journal_row("p1:0", 5000))
+            store.append(trace_row(f"p{i}:0", 1000 + i))
+        store.append(trace_row("p1:0", 5000))
         store.flush()
         assert store.compact() == 1
     traces = pl.read_parquet(out / "*.parquet")

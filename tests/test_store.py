@@ -13,7 +13,7 @@ import orjson
 import polars as pl
 import pytest
 
-from conftest import run_cli, write_jsonl
+from conftest import run_cli, trace_row, write_jsonl
 from r1distill.errors import UsageError
 from r1distill.generate import GenerateConfig, generate
 from r1distill.generate import store as store_module
@@ -33,15 +33,6 @@ def _cfg(tmp_path: Path, server, problems: dict[str, str], **settings) -> Genera
 
 def _traces(out: Path) -> pl.DataFrame:
     return pl.read_parquet(out / "traces-*.parquet")
-
-
-def _row(key: str, created: int) -> dict:
-    return {
-        "id": key, "prompt_id": key.split(":")[0], "sample": 0, "problem": "p", "answer": None,
-        "prompt": [{"role": "user", "content": "p"}], "completion": "c", "reasoning": None, "response": "c",
-        "finish_reason": "stop", "completion_tokens": 1, "prompt_tokens": 1, "model": "m", "backend": "openai",
-        "max_tokens": 8, "request_key": "k", "error": None, "created_at": created,
-    }
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -97,7 +88,7 @@ def test_the_lock_is_released_when_recovery_or_the_last_flush_raises(tmp_path, m
     out = tmp_path / "out"
     journal_dir = out / JOURNAL_DIR / TAG
     journal_dir.mkdir(parents=True)
-    (journal_dir / "killed-00000.jsonl").write_bytes(orjson.dumps(_row("p0:0", 1000)) + b"\n")
+    (journal_dir / "killed-00000.jsonl").write_bytes(orjson.dumps(trace_row("p0:0", 1000)) + b"\n")
     with monkeypatch.context() as patch:
         patch.setattr(store_module.pq, "write_table", _disk_full)
         with pytest.raises(OSError, match="No space"):
@@ -105,7 +96,7 @@ def test_the_lock_is_released_when_recovery_or_the_last_flush_raises(tmp_path, m
                 pass
     with monkeypatch.context() as patch, pytest.raises(OSError, match="No space"):
         with TraceStore(out, TAG, trace_table) as store:
-            store.append(_row("p1:0", 2000))
+            store.append(trace_row("p1:0", 2000))
             patch.setattr(store_module.pq, "write_table", _disk_full)
     # Neither failure kept the lock, and both journals are still there to recover.
     with TraceStore(out, TAG, trace_table):
@@ -116,10 +107,10 @@ def test_the_lock_is_released_when_recovery_or_the_last_flush_raises(tmp_path, m
 def test_read_state_lists_the_shards_again_when_a_compaction_removes_one_meanwhile(tmp_path, monkeypatch):
     out = tmp_path / "out"
     with TraceStore(out, TAG, trace_table) as store:
-        store.append(_row("p0:0", 1000))
+        store.append(trace_row("p0:0", 1000))
         store.flush()
-        store.append(_row("p0:0", 2000))
-        store.append(_row("p1:0", 2000))
+        store.append(trace_row("p0:0", 2000))
+        store.append(trace_row("p1:0", 2000))
     assert len(list(out.glob("traces-*.parquet"))) == 2
     real_read = pl.read_parquet
     reads = []
@@ -142,13 +133,13 @@ def test_read_state_lists_the_shards_again_when_a_compaction_removes_one_meanwhi
 def test_compaction_syncs_the_rewritten_shard_and_the_folder_before_it_replaces_or_removes(tmp_path, monkeypatch):
     out = tmp_path / "out"
     with TraceStore(out, TAG, trace_table) as store:
-        store.append(_row("p0:0", 1000))
-        store.append(_row("p1:0", 1000))
+        store.append(trace_row("p0:0", 1000))
+        store.append(trace_row("p1:0", 1000))
         store.flush()
-        store.append(_row("p2:0", 1000))
+        store.append(trace_row("p2:0", 1000))
         store.flush()
-        store.append(_row("p0:0", 2000))
-        store.append(_row("p2:0", 2000))
+        store.append(trace_row("p0:0", 2000))
+        store.append(trace_row("p2:0", 2000))
         store.flush()
         first, second, _ = sorted(out.glob("traces-*.parquet"))
         events = []
