@@ -25,14 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
-import random
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,23 +38,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from r1distill import __version__
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import read_table
 from r1distill.errors import UsageError, first_line
 from r1distill import rewards
+from r1distill.filter.card import dataset_card, funnel_stats
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
+from r1distill.filter.write import follow_umask, load_non_reasoning, write_sft
 from r1distill.schema import (
     DROP_GENERATION_ERROR,
     DROP_INVALID_PROBLEM,
     FINISH_ERROR,
-    KIND_NON_REASONING,
-    KIND_REASONING,
     PASS_RATE,
     PROBLEM,
-    SFT_SCHEMA,
-    r1_layout,
     stable_id,
 )
 
@@ -226,7 +220,7 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
         log.warning("%s has no finish_reason column: the truncated check is skipped", cfg.input)
         cfg = replace(cfg, checks=[c for c in cfg.checks if c != "truncated"])
     benchmarks = [load_benchmark(b) for b in cfg.decontaminate]
-    extra = _load_non_reasoning(cfg.non_reasoning) if cfg.non_reasoning else None
+    extra = load_non_reasoning(cfg.non_reasoning) if cfg.non_reasoning else None
     scored, problems = _score(source, cfg)
     prompt_drops = _prompt_drops(problems, cfg, benchmarks)
     scored = _select(scored, prompt_drops, cfg)
@@ -235,16 +229,16 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
     # Built beside OUT and renamed into place: a crash never leaves half a dataset behind.
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        kept = _write_sft(source, scored, staging, cfg, extra)
+        kept = write_sft(_rows(source, cfg), source.name, scored, staging, cfg, extra)
         scored_dir = staging / "scored"
         scored_dir.mkdir()
         scored.write_parquet(scored_dir / "scored-00000.parquet")
-        stats = _stats(scored, prompt_drops, kept, cfg)
+        stats = funnel_stats(scored, prompt_drops, kept, cfg)
         (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
         (staging / "README.md").write_text(dataset_card(cfg, stats, started))
         if out.exists():
             out.rmdir()
-        _follow_umask(staging)
+        follow_umask(staging)
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -255,13 +249,6 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
     return FilterSummary(
         str(out), stats["rows_in"], stats["generation_errors"], stats["kept"]["reasoning"], stats["kept"]["non_reasoning"], stats["dropped"]
     )
-
-
-def _follow_umask(folder: Path) -> None:
-    """mkdtemp makes its folder private (0700); the finished dataset gets the permissions any new folder would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
 
 
 class _Source:
@@ -339,15 +326,12 @@ def _open(source: str, extra_columns: tuple[str, ...] = ()) -> _Source:
 def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Pass 1: every row's scores and verdicts, and the first problem text of every prompt."""
     frames, problems = [], []
-    offset = 0
     rules = {check: cfg.rule(check) for check in cfg.checks}
     # The accuracy rule's Math-Verify workers start on the first math row and stop with this block.
     with ExitStack() as stack, RowProgress("filter: scoring", total=source.count(), generation=False) as progress:
         for reward in rules.values():
             stack.enter_context(reward)
-        for batch in source.batches(cfg.batch_rows):
-            rows = _normalize(pl.from_arrow(batch), offset)
-            offset += rows.height
+        for rows in _rows(source, cfg):
             frames.append(_judge(rows, rules, cfg))
             valid = rows.filter(pl.col(PROBLEM).str.strip_chars() != "")  # null and blank problems never reach dedup
             problems.append(valid.select("prompt_id", PROBLEM).unique("prompt_id", keep="first", maintain_order=True))
@@ -357,6 +341,15 @@ def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFra
     if repeated.any():
         raise UsageError(f"{source.name}: column 'id' has duplicate id '{scored['id'][int(repeated.arg_max())]}'; each trace needs a unique id")
     return scored, pl.concat(problems).unique("prompt_id", keep="first", maintain_order=True)
+
+
+def _rows(source: _Source, cfg: FilterConfig) -> Iterator[pl.DataFrame]:
+    """The input batch by batch with the trace columns filled in: the same rows, ids and order on every pass."""
+    offset = 0
+    for batch in source.batches(cfg.batch_rows):
+        rows = _normalize(pl.from_arrow(batch), offset)
+        offset += rows.height
+        yield rows
 
 
 def _normalize(rows: pl.DataFrame, offset: int) -> pl.DataFrame:
@@ -448,260 +441,6 @@ def _select(scored: pl.DataFrame, prompt_drops: pl.DataFrame, cfg: FilterConfig)
         rank = pl.int_range(pl.len()).over(["prompt_id", candidate], order_by=order)
         scored = scored.with_columns(pl.when(candidate & (rank >= count)).then(pl.lit("rejection_sampling")).otherwise(pl.col("drop_reason")).alias("drop_reason"))
     return scored.with_columns(pl.col("drop_reason").is_null().alias("keep"))
-
-
-def _write_sft(source: _Source, scored: pl.DataFrame, out: Path, cfg: FilterConfig, extra: pl.DataFrame | None) -> dict[str, int]:
-    """Pass 2: stream the kept rows into data/train-*.parquet, then the non-reasoning rows."""
-    data = out / "data"
-    data.mkdir(parents=True)
-    kept = scored.filter("keep").select("id", pl.col("source").alias("kept_source"), pl.col(PASS_RATE).alias("kept_pass_rate"))
-    parts: list[Path] = []
-    reasoning_rows = 0
-    offset = 0
-    for batch in source.batches(cfg.batch_rows):
-        rows = _normalize(pl.from_arrow(batch), offset)
-        offset += rows.height
-        rows = rows.join(kept, on="id", how="inner", maintain_order="left")
-        if rows.height == 0:
-            continue
-        # Only a generate-style prompt (a list of messages) is reused; a plain-text prompt column is not.
-        chat_prompt = "prompt" in rows.columns and isinstance(rows.schema["prompt"], pl.List)
-        prompts = rows["prompt"].to_list() if chat_prompt else [None] * rows.height
-        messages = [
-            [m for m in (prompt or [{"role": "user", "content": problem}])] + [{"role": "assistant", "content": r1_layout(reasoning or "", response or "")}]
-            for prompt, problem, reasoning, response in zip(prompts, rows["problem"].to_list(), rows["reasoning"].to_list(), rows["response"].to_list())
-        ]
-        table = pa.table(
-            {
-                "id": rows["id"].to_list(),
-                "prompt_id": rows["prompt_id"].to_list(),
-                "messages": messages,
-                "kind": [KIND_REASONING] * rows.height,
-                "source": rows["kept_source"].fill_null(Path(source.name).name).to_list(),
-                "problem": rows["problem"].to_list(),
-                "answer": rows["answer"].to_list(),
-                PASS_RATE: rows["kept_pass_rate"].to_list(),
-            },
-            schema=SFT_SCHEMA,
-        )
-        parts.append(_write_part(data, len(parts), table))
-        reasoning_rows += rows.height
-    non_reasoning_rows = 0
-    if extra is not None:
-        if cfg.non_reasoning_count is not None:
-            wanted = cfg.non_reasoning_count
-        elif cfg.non_reasoning_ratio is not None:
-            wanted = round(cfg.non_reasoning_ratio * reasoning_rows)
-        else:
-            wanted = extra.height
-        if wanted > extra.height:
-            log.warning("asked for %d non-reasoning rows, %s has %d: using all", wanted, cfg.non_reasoning, extra.height)
-            wanted = extra.height
-        picked = sorted(random.Random(cfg.seed).sample(range(extra.height), wanted))
-        chosen = extra[picked]
-        messages = [
-            [m if m["role"] != "assistant" else {"role": "assistant", "content": _render_no_think(m["content"], cfg.no_think)} for m in conversation]
-            for conversation in chosen["messages"].to_list()
-        ]
-        table = pa.table(
-            {
-                "id": chosen["id"].to_list(),
-                "prompt_id": chosen["id"].to_list(),
-                "messages": messages,
-                "kind": [KIND_NON_REASONING] * chosen.height,
-                "source": [Path(cfg.non_reasoning).name] * chosen.height,
-                "problem": [next((m["content"] for m in c if m["role"] == "user"), None) for c in messages],
-                "answer": [None] * chosen.height,
-                PASS_RATE: [None] * chosen.height,
-            },
-            schema=SFT_SCHEMA,
-        )
-        if chosen.height:
-            parts.append(_write_part(data, len(parts), table))
-        non_reasoning_rows = chosen.height
-    if not parts:
-        # A file without row groups: readers see the columns and no rows (a row group of 0 rows makes
-        # `datasets` fail with "BatchSize must be greater than 0").
-        empty = data / "part-00000.parquet"
-        pq.ParquetWriter(empty, SFT_SCHEMA).close()
-        parts.append(empty)
-    for index, part in enumerate(parts):
-        part.rename(data / f"train-{index:05d}-of-{len(parts):05d}.parquet")
-    return {"reasoning": reasoning_rows, "non_reasoning": non_reasoning_rows}
-
-
-def _write_part(folder: Path, index: int, table: pa.Table) -> Path:
-    path = folder / f"part-{index:05d}.parquet"
-    pq.write_table(table, path)
-    return path
-
-
-def _render_no_think(content: str, style: str) -> str:
-    """A non-reasoning answer as the student should learn it: no think block, or an empty one."""
-    content = content or ""
-    if "</think>" in content:
-        content = content.split("</think>", 1)[1].strip()
-    return content if style == "none" else f"<think>\n\n</think>\n\n{content}"
-
-
-def _load_non_reasoning(source: str) -> pl.DataFrame:
-    """Conversations as `id` and `messages`, from a messages column or prompt/response columns."""
-    frame = read_table(source)
-    if frame.height == 0:
-        raise UsageError(f"{source}: the table is empty")
-    if "messages" in frame.columns:
-        messages = frame["messages"].to_list()
-        if not all(isinstance(c, list) and c and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in c) for c in messages):
-            raise UsageError(f"{source}: column 'messages' must hold lists of {{role, content}}")
-        if not all(any(m["role"] == "assistant" for m in c) for c in messages):
-            row = next(i for i, c in enumerate(messages) if not any(m["role"] == "assistant" for m in c))
-            raise UsageError(f"{source}: row {row} of 'messages' has no assistant turn")
-    else:
-        prompt = next((c for c in ("problem", "prompt", "question", "instruction") if c in frame.columns), None)
-        answer = next((c for c in ("response", "completion", "answer", "output") if c in frame.columns), None)
-        if prompt is None or answer is None:
-            raise UsageError(f"{source}: needs a 'messages' column, or a problem/prompt column and a response/completion column (columns: {', '.join(frame.columns)})")
-        messages = [[{"role": "user", "content": str(p)}, {"role": "assistant", "content": str(a)}] for p, a in zip(frame[prompt].to_list(), frame[answer].to_list())]
-    ids = frame["id"].cast(pl.String).to_list() if "id" in frame.columns else [f"{Path(source).stem}-{i}" for i in range(frame.height)]
-    return pl.DataFrame({"id": ids, "messages": messages})
-
-
-def _stats(scored: pl.DataFrame, prompt_drops: pl.DataFrame, kept: dict[str, int], cfg: FilterConfig) -> dict:
-    # Rows that failed in generate are counted apart: they were never judged, so they are no verdict on the data.
-    reasons = scored["drop_reason"].filter(scored["drop_reason"] != DROP_GENERATION_ERROR).value_counts(sort=True)
-    prompts = scored.group_by("prompt_id").agg(pl.col(PASS_RATE).first(), pl.col("keep").any())
-    histogram = Counter(min(int(rate * 10), 9) for rate in prompts[PASS_RATE].drop_nulls().to_list())
-    contaminated = prompt_drops.filter(pl.col("drop_reason") == "contaminated")["benchmark"].value_counts(sort=True)
-    verdicts = {
-        check: dict(zip(*scored[f"{check}_verdict"].value_counts(sort=True).to_dict(as_series=False).values()))
-        for check in cfg.checks
-    }
-    by_source = scored.filter("keep").group_by(pl.col("source").fill_null(Path(cfg.input).name)).len()
-    return {
-        "rows_in": scored.height,
-        "generation_errors": int((scored["drop_reason"] == DROP_GENERATION_ERROR).sum()),
-        "prompts_in": prompts.height,
-        "dropped": dict(zip(reasons["drop_reason"].to_list(), reasons["count"].to_list())),
-        "kept": kept,
-        "prompts_kept": int(prompts["keep"].sum()),
-        "verdicts": verdicts,
-        "pass_rate_histogram": {f"{b / 10:.1f}-{(b + 1) / 10:.1f}": histogram.get(b, 0) for b in range(10)},
-        "contaminated_by_benchmark": dict(zip(contaminated["benchmark"].to_list(), contaminated["count"].to_list())),
-        "kept_by_source": dict(zip(by_source["source"].to_list(), by_source["len"].to_list())),
-        "hints": _hints(scored, cfg),
-    }
-
-
-# What to change when most rows fail one check the same way: (check, verdict) -> advice.
-_HINTS = {
-    ("format", "missing_think"): "the teacher never opened a <think> block (chat models without reasoning do not): drop the "
-    "format check (e.g. --check accuracy --check language) or ask for thinking in generate's --system / --prompt-template",
-    ("format", "unclosed_think"): "the thinking never closed: the traces hit generate's --max-tokens; rerun generate with a larger "
-    "--max-tokens (only the truncated rows are redone)",
-    ("truncated", "truncated"): "the traces were cut off at generate's --max-tokens; rerun generate with a larger --max-tokens "
-    "(only the truncated rows are redone)",
-    ("accuracy", "no_gold"): "the traces have no gold answer: give generate an input with an answer column (--answer-column), "
-    "or drop the accuracy check",
-    ("accuracy", "no_answer"): "the responses state no final answer: ask for \\boxed{} in generate's prompt, or check with "
-    "--accuracy exact / choice",
-    ("accuracy", "incorrect"): "most answers are wrong: use a stronger teacher or more samples (-n), and check that --accuracy "
-    "fits the data",
-    ("accuracy", "gold_unparseable"): "Math-Verify cannot read the gold answers: check --accuracy (choice / exact) or the answer column",
-    ("language", "mixed"): "the reasoning is not mostly in --language: set the teacher's language, or lower --min-language-share",
-    ("repetition", "repetitive"): "the traces repeat themselves: raise --max-repetition, or sample at a higher temperature",
-    ("length", "too_long"): "the traces are longer than --max-tokens of filter: raise it",
-    ("length", "too_short"): "the traces are shorter than --min-tokens: lower it",
-}
-
-
-def _hints(scored: pl.DataFrame, cfg: FilterConfig) -> list[str]:
-    """A line per check that most judged rows failed, naming the usual cause and the option to change."""
-    judged = scored.filter(pl.col("drop_reason").is_in([DROP_GENERATION_ERROR, DROP_INVALID_PROBLEM]).fill_null(False).not_())
-    hints = []
-    for check in cfg.checks:
-        failing = judged.filter(pl.col("failed_check") == check)
-        if judged.height == 0 or failing.height * 2 < judged.height:
-            continue
-        verdict = failing[f"{check}_verdict"].mode().sort()[0]
-        advice = _HINTS.get((check, verdict), f"check the {check} options")
-        hints.append(f"{failing.height} of {judged.height} rows fail the {check} check ({verdict}): {advice}")
-    return hints
-
-
-def dataset_card(cfg: FilterConfig, stats: dict, started: datetime) -> str:
-    """README.md of the output: YAML metadata that `datasets` reads, the funnel, the command, versions."""
-    from importlib.metadata import version
-
-    total = stats["kept"]["reasoning"] + stats["kept"]["non_reasoning"]
-    size = "n<1K" if total < 1_000 else "1K<n<10K" if total < 10_000 else "10K<n<100K" if total < 100_000 else "100K<n<1M" if total < 1_000_000 else "n>1M"
-    funnel = [f"| rows in | {stats['rows_in']:,} |", f"| failed in generate (not judged) | {stats['generation_errors']:,} |"]
-    funnel += [f"| dropped: {reason} | {count:,} |" for reason, count in stats["dropped"].items()]
-    funnel += [f"| kept (reasoning) | {stats['kept']['reasoning']:,} |", f"| added (non-reasoning) | {stats['kept']['non_reasoning']:,} |"]
-    settings = {k: v for k, v in asdict(cfg).items() if k != "command"}
-    versions = {name: version(name) for name in ("polars", "pyarrow", "math-verify")}
-    return f"""---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/train-*
-- config_name: scored
-  data_files:
-  - split: train
-    path: scored/*.parquet
-dataset_info:
-  config_name: default
-  features:
-{_yaml_features(SFT_SCHEMA)}
-tags:
-- reasoning
-- distillation
-- r1distill
-size_categories:
-- {size}
----
-
-# Reasoning SFT data
-
-Made by `r1distill filter` {__version__} from `{Path(cfg.input).name}` on {started:%Y-%m-%d}: traces that passed
-{", ".join(cfg.checks)} ({cfg.accuracy} accuracy), rejection sampling `--keep {cfg.keep}`, dedup `{cfg.dedup}`
-{"and decontamination against " + ", ".join(Path(b).name for b in cfg.decontaminate) if cfg.decontaminate else "(no decontamination)"}.
-
-Each row is a chat in `messages`; the assistant turn of a reasoning row is
-`<think>\\n{{reasoning}}\\n</think>\\n\\n{{response}}`. `kind` says reasoning or non_reasoning.
-The `scored` config holds every input row with each check's score and verdict, its prompt's pass
-rate, `keep` and the first `drop_reason`.
-
-## Funnel
-
-| step | rows |
-|---|---:|
-{chr(10).join(funnel)}
-
-Pass-rate histogram (prompts): {json.dumps(stats["pass_rate_histogram"])}
-
-## Reproduce
-
-```
-{" ".join(cfg.command) if cfg.command else "r1distill filter ..."}
-```
-
-Settings: `{json.dumps(settings)}`
-
-Versions: r1distill {__version__}, Python {platform.python_version()}, {", ".join(f"{k} {v}" for k, v in versions.items())}.
-"""
-
-
-def _yaml_features(schema: pa.Schema) -> str:
-    """The `features` of a dataset card for the SFT schema, so readers know the columns even of an empty split."""
-    lines = []
-    for field_ in schema:
-        if pa.types.is_list(field_.type):
-            lines.append(f"  - name: {field_.name}\n    list:")
-            lines += [f"    - name: {sub.name}\n      dtype: {sub.type}" for sub in field_.type.value_type]
-        else:
-            lines.append(f"  - name: {field_.name}\n    dtype: {'float64' if field_.type == pa.float64() else field_.type}")
-    return "\n".join(lines)
 
 
 def print_summary(summary: FilterSummary) -> None:
