@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from r1distill.backends import ends_inside_think
 from r1distill.generate.prompts import R1_ZERO, build_messages

@@ -25,7 +25,7 @@ from r1distill.rewards import (
     rule,
 )
 from r1distill.rewards.rules import repetition_ratio, word_scripts
-from r1distill.rewards.text import aligned_rows, answer_region, completion_text, extract_final_answer, normalize_answer, split_thinking
+from r1distill.rewards.text import aligned_rows, completion_text, extract_final_answer, normalize_answer, split_thinking
 
 MB = 1 << 20
 
