@@ -32,7 +32,7 @@ from pathlib import Path
 
 from r1distill import hub, models
 from r1distill.console import summary_table
-from r1distill.distill.callbacks import MetricsLog, TrainProgress
+from r1distill.distill.callbacks import METRICS_FILE, MetricsLog, TrainProgress
 from r1distill.distill.card import model_card
 from r1distill.distill.config import RESUMABLE, SFTConfig
 from r1distill.distill.data import DataStats, load_conversations, tokenize
@@ -145,12 +145,21 @@ def _check_output(cfg: SFTConfig) -> str | None:
         )
     if not cfg.resume:
         raise UsageError(f"-o {out}: holds a run with these settings; pass --resume to continue it from its last checkpoint, or choose a new folder")
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoint = get_last_checkpoint(str(out))
+    checkpoint = _last_complete_checkpoint(out)
     if checkpoint is None:
-        raise UsageError(f"--resume: {out} holds no checkpoint-* folder (the run ended or died before --save-steps); start a new folder")
-    return checkpoint
+        raise UsageError(f"--resume: {out} holds no complete checkpoint-* folder (the run died before --save-steps); start a new folder")
+    return str(checkpoint)
+
+
+def _last_complete_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint-N with its trainer_state.json, which the trainer writes last: a process
+    killed while saving leaves a newer folder without it, which would fail to load."""
+    checkpoints = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for checkpoint in checkpoints:
+        if (checkpoint / "trainer_state.json").exists():
+            return checkpoint
+        log.warning("%s is incomplete (the run was killed while saving it): resuming from an older checkpoint", checkpoint)
+    return None
 
 
 def _model_path(model: str, max_length: int) -> str:
@@ -274,7 +283,25 @@ def train(trainer, plan: Plan) -> None:
         _write_run(out, plan, finished=None)
     if plan.checkpoint:
         log.info("resuming from %s", plan.checkpoint)
+        if trainer.is_world_process_zero():
+            _trim_metrics(out, int(plan.checkpoint.rsplit("-", 1)[-1]))
     trainer.train(resume_from_checkpoint=plan.checkpoint)
+
+
+def _trim_metrics(out: Path, step: int) -> None:
+    """Drop the metrics of steps after the checkpoint (the resumed run does them again, so each step is
+    logged once) and a last line a kill cut short."""
+    metrics = out / METRICS_FILE
+    if not metrics.exists():
+        return
+    kept = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    metrics.write_text("".join(kept), encoding="utf-8")
 
 
 def _write_run(out: Path, plan: Plan, finished: dict | None) -> None:

@@ -184,18 +184,42 @@ def test_overfits_a_repeated_sample_and_the_student_stops(tmp_path, tiny_model):
     assert tokenizer.decode(generated) == REASONING[1]["content"] + "<|im_end|>"
 
 
-def test_resume_continues_the_step_count(tmp_path, tiny_model):
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_continues_the_step_count(tmp_path, tiny_model):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
     data = _sft_table(tmp_path / "data", [REASONING, CHAT] * 4)
-    cfg = SFTConfig(str(data), str(tmp_path / "out"), model=str(tiny_model), max_length=128, max_steps=2, save_steps=2, batch_size=1, grad_accum=1, logging_steps=1)
-    assert sft(cfg).steps == 2
+    out = tmp_path / "out"
+    options = ["--model", str(tiny_model), "--max-length", "128", "--batch-size", "1", "--grad-accum", "1", "--logging-steps", "1", "--save-steps", "2"]
+    run = subprocess.Popen([sys.executable, "-m", "r1distill.cli", "sft", str(data), "-o", str(out), "--max-steps", "100000", *options],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint-4" / "trainer_state.json").exists():
+            assert run.poll() is None, run.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint-4 in time"
+            time.sleep(0.2)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    # A checkpoint the kill interrupted (its trainer state is written last) is skipped.
+    (out / "checkpoint-999999").mkdir()
+    cfg = SFTConfig(str(data), str(out), model=str(tiny_model), max_length=128, batch_size=1, grad_accum=1, logging_steps=1, save_steps=2)
     with pytest.raises(UsageError, match="pass --resume"):
         plan_run(cfg)
     with pytest.raises(UsageError, match="holds a different run \\(lr"):
         plan_run(SFTConfig(**{**cfg.__dict__, "lr": 1e-3, "resume": True}))
-    summary = sft(SFTConfig(**{**cfg.__dict__, "max_steps": 4, "resume": True}))
-    assert summary.steps == 4
-    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    assert steps == [1, 2, 3, 4]  # the resumed run went on from step 2, it did not start over
+    plan = plan_run(SFTConfig(**{**cfg.__dict__, "resume": True, "max_steps": 10**9}))
+    last = int(plan.checkpoint.rsplit("-", 1)[-1])
+    assert last >= 4 and last % 2 == 0
+    summary = sft(SFTConfig(**{**cfg.__dict__, "resume": True, "max_steps": last + 2}))
+    assert summary.steps == last + 2
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    # Each step logged once: the steps the killed run did after its checkpoint were done again, not twice.
+    assert steps == list(range(1, last + 3))
 
 
 def test_lora_trains_only_the_adapters(tmp_path, tiny_model):
@@ -258,7 +282,30 @@ def _bad_inputs(tmp_path: Path, tiny_model: Path) -> list[tuple[list[str], str]]
         ([str(good), *model, "--output", str(other_run)], "holds a different run (model"),
         ([str(good), *model, "--output", str(stranger)], "holds no r1distill sft run"),
         ([str(good), *model, "--config", str(recipe)], "unknown setting(s) max_lenght"),
+        ([str(good), *model, "--push-to-hub", "not a repo!"], "--push-to-hub 'not a repo!' is not a valid repository id"),
     ]
+
+
+def test_a_tokenizer_without_chatml_tokens_gets_them_and_the_embeddings_grow(tmp_path):
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = sorted({w for c in (REASONING, CHAT) for m in c for w in (m["role"] + " " + m["content"]).split()} | {"[UNK]", "\n"})
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="[UNK]")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=1)).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    data = _sft_table(tmp_path / "data", [REASONING, CHAT])
+    plan = plan_run(SFTConfig(str(data), str(tmp_path / "out"), model=str(tmp_path / "model"), max_length=128, max_steps=1, batch_size=2, grad_accum=1))
+    assert plan.template.name == "r1distill" and plan.added_tokens == ["<|im_start|>", "<|im_end|>"]
+    trainer = build_trainer(plan)
+    assert trainer.model.get_input_embeddings().num_embeddings == len(words) + 2
+    end = plan.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert end == len(words) + 1 and end in trainer.model.generation_config.eos_token_id
 
 
 def test_every_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_model):
