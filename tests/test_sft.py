@@ -112,6 +112,22 @@ def test_labels_train_every_assistant_token_and_no_prompt_token(tmp_path, tiny_m
     assert len(seen) == 6
 
 
+def test_packed_samples_do_not_attend_to_each_other(tmp_path, tiny_model):
+    import torch
+
+    data = _sft_table(tmp_path / "data", [REASONING, CHAT, MULTI_TURN])
+    plan = plan_run(SFTConfig(str(data), str(tmp_path / "out"), model=str(tiny_model), max_length=256, batch_size=1, grad_accum=1))
+    trainer = build_trainer(plan)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[1] == sum(len(ids) for ids, _ in _segments(batch)) and len(_segments(batch)) == 3
+    model = trainer.model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        alone = torch.cat([model(input_ids=torch.tensor([ids])).logits[0] for ids, _ in _segments(batch)])
+    # With the default (sdpa) attention the block mask comes from the position resets: same logits as one by one.
+    torch.testing.assert_close(packed, alone, atol=1e-4, rtol=1e-4)
+
+
 def test_template_probe(smollm2_tokenizer_dir):
     from transformers import AutoTokenizer
     from trl.chat_template_utils import deepseek_r1_distill_training_chat_template
