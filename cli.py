@@ -23,6 +23,8 @@ import typer
 
 from r1distill import __version__
 from r1distill.backends import BACKENDS
+from r1distill.distill.config import REPORTERS, SCHEDULERS, SFTConfig, read_recipe
+from r1distill.distill.config import TEMPLATES as SFT_TEMPLATES
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
 from r1distill.generate.prompts import TEMPLATES
@@ -136,15 +138,36 @@ def _options(config: type, argument: str, names: dict[str, tuple[str, ...]], cho
     return params
 
 
-def _stage_command(config: type, *, argument: str, names: dict, choices: dict) -> Callable[[Callable], Callable]:
-    """Turn `body(cfg)` into a Typer command whose options are the fields of `config` (see `_options`)."""
+def _stage_command(
+    config: type, *, argument: str, names: dict, choices: dict, recipe: Callable[[str], dict] | None = None
+) -> Callable[[Callable], Callable]:
+    """Turn `body(cfg)` into a Typer command whose options are the fields of `config` (see `_options`).
+
+    With `recipe` (a reader of a settings file), the command also takes `--config FILE`: the file's
+    settings replace the defaults, and options typed on the command line win over the file.
+    """
     params = _options(config, argument, names, choices)
+    if recipe is not None:
+        info = typer.Option("--config", help="YAML recipe of settings (any option above, with _ for -); options given here win over it.", show_default=False)
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], info]))
     # A repeatable option left out arrives as None; the dataclass's own default (a list) applies then.
     listed = {field.name for field in dataclasses.fields(config) if field.default_factory is not dataclasses.MISSING}
 
     def decorate(body: Callable) -> Callable:
         def command(**options) -> None:
+            from typer._click.core import ParameterSource
+            from typer._click.globals import get_current_context
+
+            recipe_file = options.pop("config", None)
             given = {name: value for name, value in options.items() if value is not None or name not in listed}
+            if recipe_file is not None:
+                try:
+                    settings = recipe(recipe_file)
+                except UsageError as err:
+                    _fail(str(err))
+                context = get_current_context()
+                typed = {name for name in given if context.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+                given = {**given, **settings, **{name: given[name] for name in typed}}
             body(config(**given, command=["r1distill", *sys.argv[1:]]))
 
         command.__name__, command.__doc__ = body.__name__.rstrip("_"), body.__doc__
@@ -201,6 +224,30 @@ def filter_(cfg: FilterConfig) -> None:
 
     with _edges(Path(cfg.output), "interrupted: nothing was written; rerun the same command"):
         summary = filter_traces(cfg)
+    print_summary(summary)
+
+
+@app.command()
+@_stage_command(
+    SFTConfig,
+    argument="input",
+    names={"output": ("--output", "-o"), "model": ("--model", "-m"), "packing": ("--packing/--no-packing",)},
+    choices={"template": SFT_TEMPLATES, "lr_scheduler": SCHEDULERS, "report_to": REPORTERS},
+    recipe=read_recipe,
+)
+def sft(cfg: SFTConfig) -> None:
+    """Fine-tune a student on distilled traces (assistant-only loss, packing, LoRA, resume) with TRL.
+
+    The chat template is checked to keep the reasoning and to prompt at inference exactly as it trained;
+    samples longer than --max-length are dropped and counted. OUT receives the student in a plain
+    Hugging Face layout (loadable by `r1distill generate --model OUT` and vLLM), checkpoints,
+    metrics.jsonl and a model card.
+    """
+    from r1distill.distill.run import print_summary
+    from r1distill.distill.run import sft as run_sft
+
+    with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
+        summary = run_sft(cfg)
     print_summary(summary)
 
 
