@@ -33,7 +33,7 @@ from r1distill import hub
 from r1distill.console import summary_table
 from r1distill.distill.config import RESUMABLE, SFTConfig
 from r1distill.distill.data import DataStats, load_conversations, tokenize
-from r1distill.distill.template import Template, choose_template, end_of_turn_token, missing_tokens, parity
+from r1distill.training.template import Template, choose_template, end_of_turn_token, missing_tokens, parity
 from r1distill.errors import UsageError
 from r1distill.training import model as student
 from r1distill.training import output
