@@ -35,7 +35,8 @@ def read_recipe(path: str | Path, config: type, stage: str, extra: Callable[[str
         raise UsageError(f"--config {path}: not valid YAML ({first_line(err)})") from err
     if not isinstance(recipe, dict):
         raise UsageError(f"--config {path}: expected a mapping of settings (max_steps: 100, ...)")
-    names = {f.name for f in dataclasses.fields(config)} - set(NOT_IN_RECIPES)
+    # A field hidden from the command line (metadata cli=False) is filled by the stage, not by a recipe.
+    names = {f.name for f in dataclasses.fields(config) if f.metadata.get("cli", True)} - set(NOT_IN_RECIPES)
     unknown = {str(key): value for key, value in recipe.items() if key not in names}
     if unknown and extra is None:
         raise UsageError(f"--config {path}: unknown setting(s) {', '.join(sorted(unknown))}; use the fields of `r1distill {stage} --help` with _ for -")
@@ -58,10 +59,6 @@ def coerce(value, kind, where: str):
     if typing.get_origin(kind) is list:
         items = value if isinstance(value, list) else [value]
         return [coerce(item, typing.get_args(kind)[0], where) for item in items]
-    if typing.get_origin(kind) is dict or kind is dict:
-        if isinstance(value, dict):
-            return value
-        raise UsageError(f"{where} must be a mapping, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
             return value
