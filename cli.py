@@ -29,7 +29,10 @@ from r1distill.errors import StageError, UsageError, first_line
 from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
 from r1distill.generate.prompts import TEMPLATES
 from r1distill.generate.run import GenerateConfig
-from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS
+from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
+from r1distill.rl import config as rl_config
+from r1distill.rl.config import RLConfig
+from r1distill.synth.run import SynthConfig
 
 app = typer.Typer(
     help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
@@ -100,7 +103,8 @@ def _field_docs(config: type) -> dict[str, str]:
 
 
 def _options(config: type, argument: str, names: dict[str, tuple[str, ...]], choices: dict[str, tuple[str, ...]]) -> list[inspect.Parameter]:
-    """Typer parameters for every field of `config` but `command`: an option is written once, in the dataclass.
+    """Typer parameters for every field of `config` but `command` and those marked `metadata={"cli": False}`:
+    an option is written once, in the dataclass.
 
     The field's type and default become the option's, its doc the help text, `choices` are listed in
     the help, and `names` replace the default `--field-name` (a list field is repeated:
@@ -110,7 +114,7 @@ def _options(config: type, argument: str, names: dict[str, tuple[str, ...]], cho
     hints = typing.get_type_hints(config)
     params = []
     for field in dataclasses.fields(config):
-        if field.name == "command":
+        if field.name == "command" or not field.metadata.get("cli", True):
             continue
         kind = hints[field.name]
         optional = type(None) in typing.get_args(kind)
@@ -152,6 +156,8 @@ def _stage_command(
         params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], info]))
     # A repeatable option left out arrives as None; the dataclass's own default (a list) applies then.
     listed = {field.name for field in dataclasses.fields(config) if field.default_factory is not dataclasses.MISSING}
+    # The command line is recorded by stages that write it into what they make (a model card, a manifest).
+    records_command = "command" in {field.name for field in dataclasses.fields(config)}
 
     def decorate(body: Callable) -> Callable:
         def command(**options) -> None:
@@ -168,7 +174,9 @@ def _stage_command(
                 context = get_current_context()
                 typed = {name for name in given if context.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
                 given = {**given, **settings, **{name: given[name] for name in typed}}
-            body(config(**given, command=["r1distill", *sys.argv[1:]]))
+            if records_command:
+                given["command"] = ["r1distill", *sys.argv[1:]]
+            body(config(**given))
 
         command.__name__, command.__doc__ = body.__name__.rstrip("_"), body.__doc__
         command.__signature__ = inspect.Signature(params)
@@ -249,6 +257,44 @@ def sft(cfg: SFTConfig) -> None:
     with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
         summary = run_sft(cfg)
     print_summary(summary)
+
+
+@app.command()
+@_stage_command(
+    RLConfig,
+    argument="input",
+    names={"output": ("--output", "-o"), "model": ("--model", "-m"), "rewards": ("--reward",)},
+    choices={
+        "rewards": rl_config.REWARDS, "template": rl_config.TEMPLATES, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS),
+        "loss_type": rl_config.LOSS_TYPES, "scale_rewards": rl_config.SCALE_REWARDS, "vllm_mode": rl_config.VLLM_MODES,
+        "lr_scheduler": rl_config.SCHEDULERS, "report_to": rl_config.REPORTERS,
+    },
+    recipe=rl_config.read_recipe,
+)
+def rl(cfg: RLConfig) -> None:
+    """Train a policy with GRPO (TRL) on the rule rewards that filter checks, optionally mixed with a reward model.
+
+    R1-Zero on a base model (--template r1-zero) or R1's later RL stages on an sft student (--template
+    chat, with --reward language). OUT receives the policy in a plain Hugging Face layout, checkpoints,
+    metrics.jsonl (rewards, completion lengths, KL, sample completions) and a model card.
+    """
+    from r1distill.rl.run import print_summary
+    from r1distill.rl.run import rl as run_rl
+
+    with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
+        summary = run_rl(cfg)
+    print_summary(summary)
+
+
+@app.command()
+@_stage_command(SynthConfig, argument="task", names={"output": ("--output", "-o"), "n": ("-n", "--num")}, choices={"task": TASKS})
+def synth(cfg: SynthConfig) -> None:
+    """Make a prompt table of a synthetic task with exact answers (countdown, arithmetic) for quick R1-Zero runs."""
+    from r1distill.synth.run import synth as run_synth
+
+    with _edges(Path(cfg.output), "interrupted: nothing useful was written; rerun the same command"):
+        count = run_synth(cfg)
+    typer.echo(f"{count} {cfg.task} problems → {cfg.output}", err=True)
 
 
 @app.command()

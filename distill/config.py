@@ -6,14 +6,13 @@ win over it. `read_recipe` checks its keys and value types before anything else 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r1distill.errors import UsageError, first_line
+from r1distill.errors import UsageError
+from r1distill.training import recipe
 
 TEMPLATES = ("auto", "model", "r1distill")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr")
@@ -139,48 +138,6 @@ RESUMABLE = ("epochs", "max_steps", "resume", "logging_steps", "save_steps", "sa
 
 
 def read_recipe(path: str | Path) -> dict:
-    """The settings in a YAML recipe, each checked to be a field of SFTConfig and of its type.
-
-    DATA and -o are given on the command line, so a recipe cannot set `input`, `output` or `command`.
-    """
-    import yaml
-
-    path = Path(path)
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise UsageError(f"--config {path}: not valid YAML ({first_line(err)})") from err
-    if not isinstance(recipe, dict):
-        raise UsageError(f"--config {path}: expected a mapping of settings (max_length: 16384, ...)")
-    names = {f.name for f in dataclasses.fields(SFTConfig)} - {"input", "output", "command"}
-    unknown = sorted(str(key) for key in recipe if key not in names)
-    if unknown:
-        raise UsageError(f"--config {path}: unknown setting(s) {', '.join(unknown)}; use the fields of `r1distill sft --help` with _ for -")
-    hints = typing.get_type_hints(SFTConfig)
-    return {key: _coerce(value, hints[key], f"--config {path}: {key}") for key, value in recipe.items()}
-
-
-def _coerce(value, kind, where: str):
-    """`value` as the field type `kind`; YAML reads 4e-5 as text, so numbers given as text are accepted."""
-    args = typing.get_args(kind)
-    if value is None:
-        if type(None) in args:
-            return None
-        raise UsageError(f"{where} cannot be null")
-    if type(None) in args:
-        kind = next(arg for arg in args if arg is not type(None))
-    if typing.get_origin(kind) is list:
-        items = value if isinstance(value, list) else [value]
-        return [_coerce(item, typing.get_args(kind)[0], where) for item in items]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise UsageError(f"{where} must be true or false, got {value!r}")
-    try:
-        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
-            raise ValueError
-        return kind(value) if kind is not int else int(float(value))
-    except (TypeError, ValueError):
-        raise UsageError(f"{where} must be {kind.__name__}, got {value!r}") from None
+    """The settings in a YAML recipe, each checked to be a field of SFTConfig and of its type (DATA and -o
+    are given on the command line, so a recipe cannot set `input`, `output` or `command`)."""
+    return recipe.read_recipe(path, SFTConfig, "sft")

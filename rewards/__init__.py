@@ -14,13 +14,17 @@ called `language`, `max_tokens` or `n` never changes an option.
 Rules (options; columns read):
 - accuracy: the final answer against the gold, routed per row to math / choice / exact
   (mode, mode_column, timeout, workers; answer, finish_reason, the mode column). See accuracy.py.
-- format: R1's `<think>...</think>` layout (lenient).
+- format: R1's `<think>...</think>` layout, or R1-Zero's with an `<answer>` block (lenient, layout).
 - language: share of the thinking's words in the target language, R1's consistency reward
   (language, min_share).
 - length: completion length in tokens within bounds (min_tokens, max_tokens; completion_ids,
   completion_tokens).
 - truncated: whether generation stopped by itself (finish_reason).
 - repetition: 1 - the word n-gram repetition ratio (n, max_ratio).
+
+Task rules (TASKS), for the synthetic tasks of `r1distill synth` (see tasks.py):
+- countdown: the equation reaches the target from the given numbers (numbers, target, finish_reason).
+- arithmetic: the integer answer is exact (answer, finish_reason).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 from r1distill.rewards.accuracy import ACCURACY_MODES, Accuracy, judge_choice, judge_exact
 from r1distill.rewards.rules import (
+    FORMAT_LAYOUTS,
     LANGUAGE_SCRIPTS,
     judge_format,
     judge_language,
@@ -38,13 +43,15 @@ from r1distill.rewards.rules import (
     judge_repetition,
     judge_truncated,
 )
+from r1distill.rewards.tasks import judge_arithmetic, judge_countdown
 from r1distill.rewards.text import Judgement, answer_region, completion_text, extract_final_answer, split_thinking
 from r1distill.rewards.verify import VerifierPool
 
 __all__ = [
-    "ACCURACY_MODES", "LANGUAGE_SCRIPTS", "RULES", "Accuracy", "Judgement", "Rule", "VerifierPool", "answer_region",
-    "completion_text", "extract_final_answer", "judge_choice", "judge_exact", "judge_format", "judge_language",
-    "judge_length", "judge_repetition", "judge_truncated", "rule", "split_thinking",
+    "ACCURACY_MODES", "FORMAT_LAYOUTS", "LANGUAGE_SCRIPTS", "RULES", "TASKS", "Accuracy", "Judgement", "Rule", "VerifierPool",
+    "answer_region", "completion_text", "extract_final_answer", "judge_arithmetic", "judge_choice", "judge_countdown",
+    "judge_exact", "judge_format", "judge_language", "judge_length", "judge_repetition", "judge_truncated", "rule",
+    "split_thinking",
 ]
 
 # name -> (judge, the per-row columns it reads); every other keyword-only parameter is an option.
@@ -54,8 +61,11 @@ _JUDGES: dict[str, tuple[Callable[..., list[Judgement]], tuple[str, ...]]] = {
     "length": (judge_length, ("completion_ids", "completion_tokens")),
     "truncated": (judge_truncated, ("finish_reason",)),
     "repetition": (judge_repetition, ()),
+    "countdown": (judge_countdown, ("numbers", "target", "finish_reason")),
+    "arithmetic": (judge_arithmetic, ("answer", "finish_reason")),
 }
-RULES = ("accuracy", *_JUDGES)
+TASKS = ("countdown", "arithmetic")
+RULES = ("accuracy", *(name for name in _JUDGES if name not in TASKS))
 
 
 class Rule:
@@ -103,7 +113,7 @@ def rule(name: str, **options: Any) -> Rule | Accuracy:
         except TypeError as err:  # an unknown keyword
             raise ValueError(f"rule 'accuracy': {err}") from err
     if name not in _JUDGES:
-        raise ValueError(f"unknown rule {name!r}; use one of {', '.join(RULES)}")
+        raise ValueError(f"unknown rule {name!r}; use one of {', '.join(RULES + TASKS)}")
     judge, columns = _JUDGES[name]
     allowed = [p.name for p in inspect.signature(judge).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in columns]
     unknown = sorted(set(options) - set(allowed))

@@ -120,6 +120,7 @@ class Accuracy:
             raise ValueError(f"unknown accuracy mode {mode!r}; use one of {', '.join(ACCURACY_MODES)}")
         if timeout <= 0 or (workers is not None and workers < 1):
             raise ValueError("timeout must be > 0 and workers >= 1")
+        self.name = "accuracy"
         self.mode = mode
         self.mode_column = mode_column
         self.timeout = timeout

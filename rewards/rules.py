@@ -17,7 +17,11 @@ from r1distill.rewards.text import Judgement, aligned_rows, split_thinking
 from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, THINK_CLOSE, THINK_OPEN
 
 
-def _format(text: str, lenient: bool) -> Judgement:
+FORMAT_LAYOUTS = ("r1", "r1-zero")
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
+
+
+def _format(text: str, lenient: bool, layout: str) -> Judgement:
     body = text.lstrip()
     if body.startswith(THINK_OPEN):
         body = body[len(THINK_OPEN) :]
@@ -32,11 +36,21 @@ def _format(text: str, lenient: bool) -> Judgement:
         return Judgement(0.0, "empty_thinking")
     if not answer.strip():
         return Judgement(0.0, "empty_answer")
+    if layout == "r1-zero":
+        answer = answer.strip()
+        one_block = answer.count(_ANSWER_OPEN) == 1 and answer.count(_ANSWER_CLOSE) == 1
+        if not (one_block and answer.startswith(_ANSWER_OPEN) and answer.endswith(_ANSWER_CLOSE)):
+            return Judgement(0.0, "no_answer_block")
+        if not answer[len(_ANSWER_OPEN) : -len(_ANSWER_CLOSE)].strip():
+            return Judgement(0.0, "empty_answer")
     return Judgement(1.0, "ok")
 
 
-def judge_format(completions: list, *, lenient: bool = False) -> list[Judgement]:
+def judge_format(completions: list, *, lenient: bool = False, layout: str = "r1") -> list[Judgement]:
     """R1's layout: one `<think>` block at the start with non-empty thinking, then a non-empty answer.
+
+    `layout="r1-zero"` is the layout the R1-Zero prompt asks for: after the thinking, one
+    `<answer>...</answer>` block with non-empty content and nothing else, `<think> ... </think> <answer> ... </answer>`.
 
     `generate` stores the completions of templates that pre-fill `<think>` (R1-Distill models) with the
     opening tag put back, so they pass as they are. `lenient` also accepts a completion with no opening
@@ -46,8 +60,12 @@ def judge_format(completions: list, *, lenient: bool = False) -> list[Judgement]
     [Judgement(score=0.0, verdict='missing_think'), Judgement(score=0.0, verdict='unclosed_think')]
     >>> judge_format(["2+2=4\\n</think>\\n\\n4"], lenient=True)
     [Judgement(score=1.0, verdict='ok')]
+    >>> [v for _, v in judge_format([" <think> 2+2=4 </think> <answer> 4 </answer>", "<think>2+2=4</think> 4"], layout="r1-zero")]
+    ['ok', 'no_answer_block']
     """
-    return [_format(text, lenient) for (text,) in aligned_rows(completions)]
+    if layout not in FORMAT_LAYOUTS:
+        raise ValueError(f"unknown format layout {layout!r}; use one of {', '.join(FORMAT_LAYOUTS)}")
+    return [_format(text, lenient, layout) for (text,) in aligned_rows(completions)]
 
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"

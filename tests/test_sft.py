@@ -20,7 +20,7 @@ from conftest import run_cli, write_jsonl
 from r1distill.cli import app
 from r1distill.distill.config import SFTConfig, read_recipe
 from r1distill.distill.run import build_trainer, plan_run, sft
-from r1distill.distill.template import R1DISTILL_TEMPLATE, choose_template
+from r1distill.training.template import R1DISTILL_TEMPLATE, choose_template
 from r1distill.errors import UsageError
 from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.schema import SFT_SCHEMA, r1_layout

@@ -1,13 +1,15 @@
 """What a training run shows and keeps: OUT/metrics.jsonl and a live progress bar, as TrainerCallbacks.
 
-metrics.jsonl has one JSON object per logging step (loss, eval loss, learning rate, grad norm,
-tokens/s...), so a report can draw the loss curve without TensorBoard or W&B. A resumed run appends.
+metrics.jsonl has one JSON object per logging step (sft: loss, eval loss, learning rate, grad norm;
+rl: rewards, completion lengths, KL, clip ratios and sample completions; both: tokens/s), so a report
+can draw its curves without TensorBoard or W&B. A resumed run appends.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -35,11 +37,15 @@ class TokenRate:
 
 
 class MetricsLog(TrainerCallback):
-    """Appends every log of the trainer, with its step and tokens/s, to OUT/metrics.jsonl (main process only)."""
+    """Appends every log of the trainer, with its step and tokens/s, to OUT/metrics.jsonl (main process only).
 
-    def __init__(self, output: str | Path) -> None:
+    `extra` adds fields to each line that has a training metric (rl: a few sample completions).
+    """
+
+    def __init__(self, output: str | Path, extra: Callable[[], dict] | None = None) -> None:
         self.path = Path(output) / METRICS_FILE
         self.rate = TokenRate()
+        self.extra = extra
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -48,14 +54,18 @@ class MetricsLog(TrainerCallback):
         rate = self.rate(logs)
         if rate is not None:
             record["tokens_per_second"] = rate
+        if self.extra is not None and "learning_rate" in logs:
+            record.update(self.extra())
         with self.path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
 
 
 class TrainProgress(TrainerCallback):
-    """A bar over optimizer steps with the loss, tokens/s and ETA, on stderr (replaces transformers' tqdm)."""
+    """A bar over optimizer steps with one metric (`shown`: loss, reward), tokens/s and ETA, on stderr
+    (replaces transformers' tqdm)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shown: str = "loss") -> None:
+        self.shown = shown
         self.progress: Progress | None = None
         self.rate = TokenRate()
 
@@ -66,14 +76,14 @@ class TrainProgress(TrainerCallback):
             TextColumn("training"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("steps  loss {task.fields[loss]}  {task.fields[rate]:>7.0f} tok/s"),
+            TextColumn(f"steps  {self.shown} {{task.fields[value]}}  {{task.fields[rate]:>7.0f}} tok/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=stderr_console(),
         )
         # A resumed run starts its bar at the checkpoint's step.
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="-", rate=0.0)
+        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, value="-", rate=0.0)
         self.progress.start()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -84,8 +94,8 @@ class TrainProgress(TrainerCallback):
         if self.progress is None or not logs:
             return
         fields = {}
-        if "loss" in logs:
-            fields["loss"] = f"{logs['loss']:.4f}"
+        if logs.get(self.shown) is not None:
+            fields["value"] = f"{logs[self.shown]:.4f}"
         rate = self.rate(logs)
         if rate is not None:
             fields["rate"] = rate

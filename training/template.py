@@ -1,4 +1,4 @@
-"""Which chat template the student trains and serves with, and the proof that training matches serving.
+"""Which chat template a model trains and serves with (sft and rl), and the proof that training matches serving.
 
 Reproductions most often fail here, silently: the R1-Distill and Qwen3 templates drop everything up to
 `</think>` from assistant turns, so a student trained through them never sees the reasoning; a template
@@ -77,6 +77,43 @@ def choose_template(tokenizer, choice: str, conversations: list[list[dict]], kin
     if choice == "model":
         raise UsageError(f"--template model: {problem}; use --template auto or r1distill")
     return Template(R1DISTILL_TEMPLATE, "r1distill", problem)
+
+
+def rl_template(tokenizer) -> Template:
+    """The template `rl --template chat` prompts with and saves: the model's own when it keeps the thinking of
+    assistant turns (GRPO renders only the generation prompt, but the policy is then served multi-turn and
+    may be fine-tuned again), else r1distill's. GRPO trains no template span, so markers are not needed."""
+    from jinja2 import TemplateError
+
+    own = tokenizer.chat_template
+    if isinstance(own, dict):
+        own = own.get("default")
+    if not own:
+        return Template(R1DISTILL_TEMPLATE, "r1distill", "the model has no chat template")
+    try:
+        rendered = tokenizer.apply_chat_template(_PROBE, tokenize=False, chat_template=own)
+    except (TemplateError, TypeError, ValueError) as err:
+        return Template(R1DISTILL_TEMPLATE, "r1distill", f"the model's template fails on a user/assistant conversation ({str(err)[:80]})")
+    if "PROBE-REASONING" not in rendered:
+        return Template(R1DISTILL_TEMPLATE, "r1distill", "the model's template strips <think>...</think> from assistant turns")
+    return Template(own, "model", "the model's own template (it keeps the reasoning)")
+
+
+def turn_end_token(tokenizer, template: str) -> str | None:
+    """The first token a template writes after an assistant turn's content (its end-of-turn token), found
+    without generation markers; None when the turn ends with the text itself."""
+    rendered = tokenizer.apply_chat_template(_PROBE, tokenize=False, chat_template=template)
+    after = rendered.split(_PROBE[1]["content"], 1)[-1]
+    ids = tokenizer.encode(after, add_special_tokens=False)
+    return next((tokenizer.convert_ids_to_tokens(t) for t in ids if tokenizer.decode([t]).strip()), None)
+
+
+def generation_prompt_tail(tokenizer, template: str) -> str:
+    """What the template writes after a user turn when it prompts for an answer (e.g. "<|im_start|>assistant\n",
+    or "...<think>\n" for templates that pre-fill the thinking)."""
+    user = [{"role": "user", "content": "PROBE-QUESTION"}]
+    rendered = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, chat_template=template)
+    return rendered.rsplit("PROBE-QUESTION", 1)[-1]
 
 
 def _model_candidate(tokenizer) -> tuple[Template | None, str | None]:

@@ -1,0 +1,258 @@
+"""Settings of `r1distill rl`, written once: each field's doc is its --help text, its check is in `check`.
+
+A recipe (`--config recipe.yaml`) may set these fields and any other field of TRL's `GRPOConfig`
+(`num_iterations`, `top_p`, `vllm_gpu_memory_utilization`, `importance_sampling_level`...), which go to
+the trainer as they are; options typed on the command line win over it. A GRPOConfig field that one of
+these settings already sets (`learning_rate` is `lr`) must be given under this settings' name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r1distill.errors import UsageError
+from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS
+from r1distill.training import recipe
+
+TEMPLATES = ("chat", "r1-zero")
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+SCALE_REWARDS = ("group", "batch", "none")
+VLLM_MODES = ("colocate", "server")
+SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear", "cosine_with_min_lr")
+REPORTERS = ("tensorboard", "wandb", "trackio", "mlflow")
+REWARDS = RULES + TASKS
+
+
+@dataclass
+class RLConfig:
+    """Settings of one `r1distill rl` run."""
+
+    input: str
+    """Prompts: a prompt table (problem, answer), a `r1distill filter` output (with pass rates) or a `generate` output; a Hub dataset id too."""
+    output: str
+    """Output folder: the trained policy (plain Hugging Face layout), checkpoints, metrics.jsonl and a model card."""
+    model: str = "smollm2-135m"
+    """Policy to train: 'smollm2-135m' (embedded, offline), a Hub id or a local folder (a base model for R1-Zero, an sft student for R1's later stages)."""
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"])
+    """Reward NAME or NAME=WEIGHT from the shared rules (the checks of `r1distill filter`); repeat it."""
+    reward_model: str | None = None
+    """A sequence-classification reward model (folder or Hub id) added to the rule rewards, R1's stage-4 mix."""
+    reward_model_weight: float = 1.0
+    """Weight of --reward-model in the summed reward."""
+    template: str = "chat"
+    """Prompt: chat (the model's chat template, asking for a boxed answer) or r1-zero (the R1-Zero prompt as raw text, for a base model; the format reward then wants <think>...</think> <answer>...</answer>)."""
+    system: str | None = None
+    """System prompt (chat template only)."""
+    accuracy: str = "math"
+    """How the accuracy reward compares answers."""
+    timeout: float = 5.0
+    """Seconds Math-Verify may spend on one answer; then its accuracy reward is None (no signal, never a stalled step)."""
+    language: str = "en"
+    """Target language of the reasoning (language reward)."""
+    lenient_format: bool = False
+    """Format reward also accepts thinking without its opening <think> tag."""
+    length_max_tokens: int | None = None
+    """Length reward: most completion tokens that still score 1 (needed by --reward length)."""
+    min_pass_rate: float | None = None
+    """Keep prompts whose pass rate in `r1distill filter` is at least this (needs a pass_rate column)."""
+    max_pass_rate: float | None = None
+    """Keep prompts whose pass rate in `r1distill filter` is at most this (needs a pass_rate column)."""
+    num_generations: int = 8
+    """Completions sampled per prompt: the group whose mean reward is each completion's baseline."""
+    batch_size: int = 8
+    """Completions per device per forward pass; the global batch (batch-size x grad-accum x devices) must be a multiple of --num-generations."""
+    grad_accum: int = 1
+    """Forward passes per optimizer step; completions are generated once for all of them."""
+    max_completion_length: int = 1024
+    """Most tokens per completion; longer ones are cut (and count as truncated)."""
+    temperature: float = 1.0
+    """Sampling temperature of the completions."""
+    lr: float = 1e-6
+    """Peak learning rate (R1-Zero reproductions use 1e-6 to 3e-6 on full weights; LoRA wants 1e-5 or more)."""
+    lr_scheduler: str = "constant"
+    """Learning-rate schedule after warmup."""
+    warmup_ratio: float = 0.0
+    """Share of the steps spent warming the learning rate up from 0."""
+    beta: float = 0.001
+    """KL penalty against the starting policy, as in DeepSeek-R1 (0: no reference model is loaded)."""
+    epsilon: float = 0.2
+    """Clipping range of the probability ratio (lower bound, and upper unless --epsilon-high)."""
+    epsilon_high: float | None = None
+    """Upper clipping bound, DAPO's clip-higher (0.28 in the DAPO paper) [default: --epsilon]."""
+    loss_type: str = "dapo"
+    """How token losses are averaged: grpo (per sequence, the paper's; biased toward short right answers), dapo (per token over the batch, TRL's default), dr_grpo (a constant), bnpo, cispo, sapo."""
+    scale_rewards: str = "group"
+    """Divide advantages by the reward standard deviation of the group (GRPO), the batch, or none (Dr. GRPO)."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at --max-completion-length out of the loss (DAPO's overlong filtering)."""
+    epochs: float = 1.0
+    """Passes over the prompts."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps, overriding --epochs."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory at long lengths, about 30% slower."""
+    lora_r: int | None = None
+    """Train a PEFT LoRA adapter of this rank instead of every weight (the KL reference is then the frozen base)."""
+    lora_alpha: int | None = None
+    """LoRA scaling alpha [default: 2 x --lora-r]."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA adapters' input."""
+    lora_target_modules: list[str] = field(default_factory=list)
+    """Module name the LoRA adapters wrap, e.g. q_proj; repeat it [default: every linear layer but the output head]."""
+    merge_lora: bool = False
+    """Save the LoRA adapters merged into full weights, for servers that cannot load adapters."""
+    use_vllm: bool = False
+    """Generate the completions with vLLM (GPU; needs `pip install 'r1distill[vllm]'`)."""
+    vllm_mode: str = "colocate"
+    """colocate: vLLM inside each training process, sharing its GPU; server: a separate `trl vllm-serve` on other GPUs or nodes."""
+    vllm_server_url: str | None = None
+    """Base URL of the `trl vllm-serve` server (server mode) [default: http://0.0.0.0:8000]."""
+    logging_steps: int = 1
+    """Optimizer steps between lines of metrics.jsonl."""
+    log_samples: int = 2
+    """Sample completions (with their rewards and verdicts) written to each line of metrics.jsonl."""
+    save_steps: int = 100
+    """Optimizer steps between checkpoints (what --resume continues from)."""
+    save_total_limit: int = 2
+    """Checkpoints kept in OUT; older ones are deleted."""
+    seed: int = 0
+    """Seed of the prompt order, the sampling and LoRA's initialisation."""
+    resume: bool = False
+    """Continue the run in OUT from its last checkpoint; the step count goes on, and a higher step or epoch limit extends the run."""
+    report_to: list[str] = field(default_factory=list)
+    """Also send metrics to this tracker; repeat it."""
+    push_to_hub: str | None = None
+    """Upload the saved policy to this Hub model repository ('user/name'), token from HF_TOKEN."""
+    split: str = "train"
+    """Split of a Hub dataset or save_to_disk folder."""
+    trl: dict = field(default_factory=dict, metadata={"cli": False})
+    """Other GRPOConfig fields, from --config, passed to the trainer as they are."""
+    command: list[str] = field(default_factory=list)
+    """The command line that started the run, recorded in the model card."""
+
+    def reward_weights(self) -> list[tuple[str, float]]:
+        """(name, weight) of each --reward; raises UsageError on a bad one."""
+        parsed = []
+        for spec in self.rewards:
+            name, _, weight = spec.partition("=")
+            try:
+                parsed.append((name.strip(), float(weight) if weight else 1.0))
+            except ValueError:
+                raise UsageError(f"--reward {spec!r}: the weight after '=' must be a number, e.g. accuracy=2") from None
+        return parsed
+
+    def check(self) -> None:
+        """Raise one UsageError listing every problem with these settings (the prompts and model are checked later)."""
+        problems = []
+        for name, value, allowed in (("template", self.template, TEMPLATES), ("accuracy", self.accuracy, ACCURACY_MODES),
+                                     ("language", self.language, tuple(LANGUAGE_SCRIPTS)), ("loss-type", self.loss_type, LOSS_TYPES),
+                                     ("scale-rewards", self.scale_rewards, SCALE_REWARDS), ("vllm-mode", self.vllm_mode, VLLM_MODES),
+                                     ("lr-scheduler", self.lr_scheduler, SCHEDULERS)):
+            if value not in allowed:
+                problems.append(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+        unknown = [r for r in self.report_to if r not in REPORTERS]
+        if unknown:
+            problems.append(f"--report-to {unknown[0]!r} is unknown; use {', '.join(REPORTERS)}")
+        try:
+            weights = self.reward_weights()
+        except UsageError as err:
+            problems.append(str(err))
+            weights = []
+        names = [name for name, _ in weights]
+        bad = [name for name in names if name not in REWARDS]
+        if bad:
+            problems.append(f"--reward {bad[0]!r} is unknown; use {', '.join(REWARDS)}")
+        if len(set(names)) < len(names):
+            problems.append("--reward: each reward once (give a weight with NAME=WEIGHT)")
+        if not names and self.reward_model is None:
+            problems.append("no reward: give --reward or --reward-model")
+        if "length" in names and self.length_max_tokens is None:
+            problems.append("--reward length needs --length-max-tokens")
+        if self.system is not None and self.template == "r1-zero":
+            problems.append("--system applies to --template chat only; the r1-zero prompt is sent as it is")
+        if self.num_generations < 2:
+            problems.append(f"--num-generations must be at least 2 (GRPO's baseline is the group mean), got {self.num_generations}")
+        elif (self.batch_size * self.grad_accum * _world_size()) % self.num_generations:
+            problems.append(
+                f"the global batch ({self.batch_size} x {self.grad_accum} x {_world_size()} device(s) = "
+                f"{self.batch_size * self.grad_accum * _world_size()} completions) must be a multiple of --num-generations "
+                f"{self.num_generations}, so every group is complete; change --batch-size or --grad-accum"
+            )
+        for name in ("batch_size", "grad_accum", "max_completion_length", "logging_steps", "save_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.epochs <= 0 or self.lr <= 0 or self.temperature <= 0 or self.timeout <= 0:
+            problems.append("--epochs, --lr, --temperature and --timeout must be positive")
+        if self.beta < 0 or self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high < self.epsilon):
+            problems.append("--beta must be >= 0, --epsilon > 0 and --epsilon-high >= --epsilon")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("min_pass_rate", "max_pass_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                problems.append(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+        if None not in (self.min_pass_rate, self.max_pass_rate) and self.min_pass_rate > self.max_pass_rate:
+            problems.append("--min-pass-rate is above --max-pass-rate: no prompt would be kept")
+        if self.log_samples < 0:
+            problems.append(f"--log-samples must be at least 0, got {self.log_samples}")
+        if self.lora_r is None:
+            given = [f"--{n.replace('_', '-')}" for n in ("lora_alpha", "lora_target_modules", "merge_lora") if getattr(self, n)]
+            if given:
+                problems.append(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lora-r")
+        elif self.lora_r < 1 or (self.lora_alpha is not None and self.lora_alpha < 1):
+            problems.append("--lora-r and --lora-alpha must be at least 1")
+        if self.use_vllm and importlib.util.find_spec("vllm") is None:
+            problems.append("--use-vllm needs vLLM, which is not installed: pip install 'r1distill[vllm]' (NVIDIA GPU)")
+        if self.vllm_server_url is not None and not (self.use_vllm and self.vllm_mode == "server"):
+            problems.append("--vllm-server-url needs --use-vllm --vllm-mode server")
+        writable = next(parent for parent in (Path(self.output).absolute(), *Path(self.output).absolute().parents) if parent.exists())
+        if not os.access(writable, os.W_OK):
+            problems.append(f"-o {self.output}: {writable} is not writable (read-only or not yours); choose another folder")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+def _world_size() -> int:
+    """Training processes: `accelerate launch` and torchrun set WORLD_SIZE."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# Settings that may change between the runs of one OUT: how long, how often, where to report.
+RESUMABLE = ("epochs", "max_steps", "resume", "logging_steps", "log_samples", "save_steps", "save_total_limit", "report_to",
+             "push_to_hub", "merge_lora", "command", "vllm_server_url", "timeout")
+
+# The GRPOConfig field each setting above sets; a recipe gives these under the settings' names.
+TRL_NAMES = {
+    "output_dir": "output", "learning_rate": "lr", "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
+    "num_train_epochs": "epochs", "lr_scheduler_type": "lr_scheduler", "warmup_steps": "warmup_ratio", "reward_weights": "rewards",
+    "activation_checkpointing": "gradient_checkpointing", "gradient_checkpointing": "gradient_checkpointing",
+    "vllm_server_base_url": "vllm_server_url", "log_completions": "log_samples",
+    **{name: name for name in ("num_generations", "max_completion_length", "temperature", "beta", "epsilon", "epsilon_high",
+                                "loss_type", "scale_rewards", "mask_truncated_completions", "max_steps", "use_vllm", "vllm_mode",
+                                "logging_steps", "save_steps", "save_total_limit", "seed", "report_to")},
+}
+
+
+def _trl_fields(path: str, unknown: dict) -> dict:
+    """The recipe keys that are other GRPOConfig fields, as the `trl` setting; UsageError for any other key."""
+    from trl import GRPOConfig
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    ours = sorted(f"{key} (write {TRL_NAMES[key]})" for key in unknown if key in TRL_NAMES)
+    if ours:
+        raise UsageError(f"--config {path}: {', '.join(ours)}: these GRPOConfig fields are r1distill rl settings; give them under their names")
+    bad = sorted(key for key in unknown if key not in fields)
+    if bad:
+        raise UsageError(f"--config {path}: unknown setting(s) {', '.join(bad)}; use the fields of `r1distill rl --help` with _ for -, or of TRL's GRPOConfig")
+    return {"trl": dict(unknown)}
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The settings in a YAML recipe: RLConfig fields checked and typed, other GRPOConfig fields under `trl`."""
+    return recipe.read_recipe(path, RLConfig, "rl", extra=_trl_fields)

@@ -1,0 +1,329 @@
+"""r1distill rl: GRPO on the shared rule rewards with TRL's GRPOTrainer (R1-Zero from a base model, R1's
+later RL stages on a student).
+
+    r1distill rl runs/countdown.jsonl -o runs/zero --model smollm2-135m --template r1-zero \\
+        --reward countdown --reward format --max-steps 4 --num-generations 4 --batch-size 4 --max-completion-length 64   # CPU
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m r1distill.cli rl runs/math -o runs/zero-7b \\
+        --config recipes/rl/r1-zero-math-qwen2.5-math-7b.yaml                                                           # 8 GPUs
+
+DeepSeek-R1-Zero learned to reason from GRPO (group-relative advantages over several samples per
+prompt, a clipped ratio, a KL penalty), a minimal prompt and two rule rewards; R1 repeats it on the
+SFT'd model with a language-consistency reward and ends with rules mixed with a preference model.
+Here the rewards are the exact objects `r1distill filter` judges with, so what was filtered for is
+what is optimised; the trainer is TRL's and this module only prepares what goes into it:
+
+1. `plan_run`: every option, OUT, the rewards, the prompts and the model's config are checked, and
+   TRL's GRPOConfig is built (one-line UsageErrors, nothing written, no weights loaded). The prompt is
+   the R1-Zero text (raw, no template) or the model's chat template (r1distill's think-keeping one when
+   the model's strips the reasoning); a template that closes the think block in its generation prompt
+   is refused while the format reward is on, since no completion could pass it.
+2. `build_trainer`: the policy is loaded (fp32, bf16 autocast on GPUs that have it) and stops at its
+   template's end-of-turn token; each rule is wrapped to score only the policy's completion
+   (rewards.py); an optional sequence-classification reward model joins them.
+3. `train`: metrics.jsonl (per-reward means and stds, reward, completion lengths and clipped share,
+   KL, clip ratios, learning rate, sample completions) and a bar with the reward; --resume continues.
+4. `save`: weights (or LoRA adapters, or merged), tokenizer, template, generation config and a model
+   card, the same way `sft` saves (training/).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from r1distill import hub, rewards
+from r1distill.console import summary_table
+from r1distill.errors import UsageError, first_line
+from r1distill.generate.prompts import R1_ZERO
+from r1distill.rl.config import RESUMABLE, RLConfig
+from r1distill.rl.data import PromptStats, load_prompt_set, trainer_rows
+from r1distill.rl.rewards import POLICY_COLUMNS, PolicyReward, Rollouts
+from r1distill.schema import THINK_CLOSE, THINK_OPEN
+from r1distill.training import model as policy
+from r1distill.training import output
+from r1distill.training.callbacks import MetricsLog, TrainProgress
+from r1distill.training.card import model_card, template_section
+from r1distill.training.template import Template, generation_prompt_tail, missing_tokens, rl_template, turn_end_token
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """Everything a run needs besides the weights, built and checked before they load."""
+
+    cfg: RLConfig
+    model_path: str
+    tokenizer: object
+    template: Template | None
+    """The chat template (None with --template r1-zero)."""
+    added_tokens: list[str]
+    end_of_turn: str | None
+    prefilled_think: bool
+    """The chat template's generation prompt ends in <think>, which completions then lack."""
+    rules: list
+    """The shared rule objects, in the order of --reward."""
+    weights: list[float]
+    """One per rule, then --reward-model-weight with a reward model."""
+    rows: list[dict]
+    stats: PromptStats
+    args: object
+    """TRL's GRPOConfig."""
+    checkpoint: str | None
+    started: datetime
+
+
+@dataclass
+class RLSummary:
+    """The outcome of one run."""
+
+    output: str
+    steps: int
+    stats: PromptStats
+    first: dict
+    """The first logged training metrics."""
+    last: dict
+    """The last logged training metrics."""
+    timeouts: int
+    """Answers whose verification timed out (accuracy reward None)."""
+
+
+def rl(cfg: RLConfig) -> RLSummary:
+    """Run the rl stage (see the module docstring); the CLI and the Python API both call this."""
+    plan = plan_run(cfg)
+    with ExitStack() as stack:
+        for rule in plan.rules:
+            stack.enter_context(rule)  # the accuracy rule's verifier workers stop with the run
+        trainer = build_trainer(plan)
+        train(trainer, plan)
+        return save(trainer, plan)
+
+
+def _rules(cfg: RLConfig) -> tuple[list, list[float]]:
+    options = {
+        "accuracy": {"mode": cfg.accuracy, "timeout": cfg.timeout},
+        "format": {"lenient": cfg.lenient_format, "layout": "r1-zero" if cfg.template == "r1-zero" else "r1"},
+        "language": {"language": cfg.language},
+        "length": {"max_tokens": cfg.length_max_tokens},
+    }
+    rules, weights = [], []
+    for name, weight in cfg.reward_weights():
+        try:
+            rules.append(rewards.rule(name, **options.get(name, {})))
+        except ValueError as err:
+            raise UsageError(f"--reward {name}: {err}") from err
+        weights.append(weight)
+    return rules, weights
+
+
+def plan_run(cfg: RLConfig) -> Plan:
+    """Step 1: check everything; raises UsageError before any weight loads."""
+    from transformers import AutoTokenizer
+
+    started = datetime.now(timezone.utc)
+    cfg.check()
+    rules, weights = _rules(cfg)
+    checkpoint = output.check_output(cfg, "rl", RESUMABLE)
+    if cfg.push_to_hub:
+        hub.check_repo(cfg.push_to_hub, "--push-to-hub")
+    if cfg.reward_model is not None:
+        _check_reward_model(cfg.reward_model)
+        weights.append(cfg.reward_model_weight)
+    needed = list(dict.fromkeys(c for rule in rules for c in rule.columns if c not in POLICY_COLUMNS))
+    rows, stats = load_prompt_set(cfg.input, cfg.split, needed, cfg.min_pass_rate, cfg.max_pass_rate)
+    log.info(stats.line())
+    model_path = policy.model_path(cfg.model, cfg.max_completion_length)
+    policy.check_lora_targets(cfg, model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"  # GRPOTrainer generates from left-padded prompts
+    template, added, end_of_turn, prefilled = None, [], None, False
+    if cfg.template == "chat":
+        template = rl_template(tokenizer)
+        added = missing_tokens(tokenizer, template)
+        if added:
+            tokenizer.add_tokens(added, special_tokens=True)
+            log.info("added the special tokens %s to the tokenizer (the embeddings grow to match)", ", ".join(added))
+        tokenizer.chat_template = template.text
+        log.info("chat template: %s (%s)", template.name, template.reason)
+        tail = generation_prompt_tail(tokenizer, template.text)
+        if THINK_CLOSE in tail and any(rule.name == "format" for rule in rules):
+            raise UsageError(
+                f"--template chat: the model's generation prompt closes the think block ({tail.strip()!r}), so no completion "
+                "can pass the format reward; drop --reward format, or use a model or --template that lets it think"
+            )
+        prefilled = tail.rstrip().endswith(THINK_OPEN)
+        end_of_turn = turn_end_token(tokenizer, template.text)
+    args = _grpo_config(cfg, weights)
+    return Plan(cfg, model_path, tokenizer, template, added, end_of_turn, prefilled, rules, weights,
+                trainer_rows(rows, cfg.template, cfg.system), stats, args, checkpoint, started)
+
+
+def _check_reward_model(path: str) -> None:
+    """A reward model must be a sequence-classification model (TRL reads its single logit as the reward)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(policy.model_path(path, 0))
+    except UsageError as err:
+        raise UsageError(str(err).replace("--model", "--reward-model", 1)) from err
+    if not any(name.endswith("ForSequenceClassification") for name in config.architectures or []):
+        raise UsageError(f"--reward-model {path}: is a {', '.join(config.architectures or ['model'])}, not a sequence-classification reward model")
+
+
+def _grpo_config(cfg: RLConfig, weights: list[float]):
+    """TRL's GRPOConfig for these settings and the recipe's other GRPOConfig fields; its checks become UsageErrors.
+
+    Built before the weights load: under ZeRO-3 from_pretrained then loads them sharded.
+    """
+    import torch
+    from trl import GRPOConfig
+
+    try:
+        return GRPOConfig(
+            output_dir=cfg.output,
+            learning_rate=cfg.lr,
+            lr_scheduler_type=cfg.lr_scheduler,
+            lr_scheduler_kwargs={"min_lr_rate": 0.1} if cfg.lr_scheduler == "cosine_with_min_lr" else None,
+            warmup_steps=cfg.warmup_ratio,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1,
+            num_generations=cfg.num_generations,
+            max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature,
+            beta=cfg.beta,
+            epsilon=cfg.epsilon,
+            epsilon_high=cfg.epsilon_high,
+            loss_type=cfg.loss_type,
+            scale_rewards=cfg.scale_rewards,
+            mask_truncated_completions=cfg.mask_truncated_completions,
+            reward_weights=weights,
+            activation_checkpointing=cfg.gradient_checkpointing,
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            use_vllm=cfg.use_vllm,
+            vllm_mode=cfg.vllm_mode,
+            vllm_server_base_url=cfg.vllm_server_url,
+            logging_steps=cfg.logging_steps,
+            save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit,
+            seed=cfg.seed,
+            report_to=cfg.report_to or "none",
+            disable_tqdm=True,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            **cfg.trl,
+        )
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"GRPO settings: {first_line(err)}") from err
+
+
+def build_trainer(plan: Plan):
+    """Step 2: load the policy and build TRL's GRPOTrainer with the wrapped rewards."""
+    import datasets
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import GRPOTrainer
+
+    cfg, tokenizer = plan.cfg, plan.tokenizer
+    model = policy.load(plan.model_path, tokenizer, plan.end_of_turn)
+    # What TRL stops generation at: the model's stop tokens and the tokenizer's EOS.
+    eos = model.generation_config.eos_token_id
+    stop_ids = {tokenizer.eos_token_id, *([] if eos is None else [eos] if isinstance(eos, int) else eos)}
+    rollouts = Rollouts()
+    reward_funcs = [PolicyReward(rule, stop_ids, plan.prefilled_think, rollouts, first=i == 0) for i, rule in enumerate(plan.rules)]
+    if cfg.reward_model is not None:
+        reward_funcs.append(policy.model_path(cfg.reward_model, 0))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=plan.args,
+        train_dataset=datasets.Dataset.from_list(plan.rows),
+        processing_class=tokenizer,
+        peft_config=policy.lora_config(cfg, tokenizer, plan.added_tokens),
+        callbacks=[MetricsLog(cfg.output, extra=lambda: {"samples": rollouts.samples(cfg.log_samples)}), TrainProgress("reward")],
+    )
+    # transformers' own bar and log printer would print to stdout; TrainProgress replaces both.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def train(trainer, plan: Plan) -> None:
+    """Step 3: train (from the last checkpoint with --resume), recording the run in OUT first."""
+    if trainer.is_world_process_zero():
+        output.start(Path(plan.cfg.output), plan.checkpoint, _record(plan, finished=None))
+    if plan.checkpoint:
+        log.info("resuming from %s", plan.checkpoint)
+    trainer.train(resume_from_checkpoint=plan.checkpoint)
+
+
+def _record(plan: Plan, finished: dict | None) -> dict:
+    template = plan.template.name if plan.template else "r1-zero"
+    return {"settings": output.run_settings(plan.cfg), "started": plan.started.isoformat(), "template": template, "finished": finished}
+
+
+def save(trainer, plan: Plan) -> RLSummary:
+    """Step 4: the policy, tokenizer, template, generation config and model card in OUT."""
+    cfg, out = plan.cfg, Path(plan.cfg.output)
+    policy.save(trainer, cfg)
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+    timeouts = sum(rule.timeouts for rule in plan.rules if isinstance(rule, rewards.Accuracy))
+    summary = RLSummary(str(out), trainer.state.global_step, plan.stats, logged[0] if logged else {}, logged[-1] if logged else {}, timeouts)
+    if not trainer.is_world_process_zero():
+        return summary
+    (out / "README.md").write_text(_card(plan, summary))
+    output.write_run(out, _record(plan, finished={"at": datetime.now(timezone.utc).isoformat(), "steps": summary.steps, "reward": summary.last.get("reward")}))
+    if cfg.push_to_hub:
+        hub.push_model(out, cfg.push_to_hub)
+    return summary
+
+
+def _card(plan: Plan, summary: RLSummary) -> str:
+    cfg = plan.cfg
+    names = [rule.__name__ for rule in plan.rules] + ([f"reward model `{cfg.reward_model}`"] if cfg.reward_model else [])
+    mix = ", ".join(f"{name} x {weight:g}" for name, weight in zip(names, plan.weights))
+    reward = summary.last.get("reward")
+    if plan.template is None:
+        prompting = f"""## Prompt
+
+Trained on the R1-Zero prompt as raw text (no chat template); prompt it the same way, with the question
+in place of `{{prompt}}`, and read the answer from the `<answer>` block:
+
+```
+{R1_ZERO}
+```
+"""
+    else:
+        prompting = template_section(plan.template.name, plan.template.reason, plan.end_of_turn or plan.tokenizer.eos_token)
+    sections = f"""## Training
+
+GRPO (TRL's GRPOTrainer) on {plan.stats.line()}. Rewards: {mix}. {cfg.num_generations} completions per prompt
+of at most {cfg.max_completion_length} tokens at temperature {cfg.temperature:g}; loss `{cfg.loss_type}`, KL beta {cfg.beta:g},
+clipping {cfg.epsilon:g}/{cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon:g}, reward scaling `{cfg.scale_rewards}`,
+truncated completions {"masked" if cfg.mask_truncated_completions else "kept"} in the loss. `metrics.jsonl` holds the curves.
+
+{prompting}"""
+    outcome = f"{summary.steps:,} GRPO steps, final mean reward {reward:.3f}" if reward is not None else f"{summary.steps:,} GRPO steps"
+    return model_card(cfg, "rl", plan.started, outcome, sections)
+
+
+def print_summary(summary: RLSummary) -> None:
+    def shown(metrics: dict, key: str, digits: int = 3) -> str:
+        value = metrics.get(key)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    first, last = summary.first, summary.last
+    rows = [
+        ("prompts", f"{summary.stats.kept:,}"),
+        ("steps", f"{summary.steps:,}"),
+        ("reward (first → last)", f"{shown(first, 'reward')} → {shown(last, 'reward')}"),
+        *((key.removeprefix("rewards/").removesuffix("/mean"), f"{shown(first, key)} → {shown(last, key)}")
+          for key in last if key.startswith("rewards/") and key.endswith("/mean")),
+        ("completion length (first → last)", f"{shown(first, 'completions/mean_length', 1)} → {shown(last, 'completions/mean_length', 1)}"),
+        ("clipped share (last)", shown(last, "completions/clipped_ratio")),
+        ("KL (last)", shown(last, "kl", 4)),
+        ("verification timeouts", f"{summary.timeouts:,}"),
+    ]
+    summary_table(f"rl → {summary.output}", rows)

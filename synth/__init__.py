@@ -1,0 +1,1 @@
+"""Synthetic verifiable tasks for quick R1-Zero experiments (the `r1distill synth` command)."""

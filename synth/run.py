@@ -1,0 +1,135 @@
+"""r1distill synth: prompt tables of synthetic tasks with exact answers, for quick R1-Zero runs.
+
+    r1distill synth countdown -n 2000 -o runs/countdown.jsonl
+    r1distill synth arithmetic -n 2000 -o runs/arithmetic.jsonl --difficulty 4
+
+Small models learn to reason on these within a few hundred GRPO steps (TinyZero's countdown), and the
+answers are checked by rules that cannot be fooled or hung (`rewards/tasks.py`). Every row is a prompt
+table row (`id`, `problem`, `answer`, as `generate` and `rl` read it) plus what its reward reads:
+
+- countdown (TinyZero): `numbers` (3 to 4 integers from 1 to 99 by default) and a `target` that some
+  equation over them reaches with + - * / and integer intermediate results; `answer` is one such
+  equation. The countdown reward accepts any equation that reaches the target using each number at
+  most once.
+- arithmetic: an integer expression of `--difficulty` operations (+, -, *, with parentheses) whose
+  `answer` is its exact value.
+
+The problems end without a period: the R1-Zero prompt puts one after them. The same seed makes the
+same file.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from r1distill.errors import UsageError
+from r1distill.rewards import TASKS
+from r1distill.schema import stable_id
+
+
+@dataclass
+class SynthConfig:
+    """Settings of one `r1distill synth` run."""
+
+    task: str
+    """Task to make: countdown or arithmetic."""
+    output: str
+    """Output file, .jsonl or .parquet."""
+    n: int = 1000
+    """Problems to make."""
+    seed: int = 0
+    """Random seed; the same seed makes the same file."""
+    numbers: int = 4
+    """countdown: most numbers per problem (at least 3 are given)."""
+    max_number: int = 99
+    """countdown: largest number given."""
+    difficulty: int = 3
+    """arithmetic: operations per expression."""
+
+    def check(self) -> None:
+        """Raise one UsageError listing every problem with these settings."""
+        problems = []
+        if self.task not in TASKS:
+            problems.append(f"TASK must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.n < 1:
+            problems.append(f"-n must be at least 1, got {self.n}")
+        if not 3 <= self.numbers <= 6:
+            problems.append(f"--numbers must be in [3, 6], got {self.numbers}")
+        if not 10 <= self.max_number <= 10_000:
+            problems.append(f"--max-number must be in [10, 10000], got {self.max_number}")
+        if not 1 <= self.difficulty <= 20:
+            problems.append(f"--difficulty must be in [1, 20], got {self.difficulty}")
+        if Path(self.output).suffix not in (".jsonl", ".parquet"):
+            problems.append(f"-o {self.output}: use a .jsonl or .parquet file")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+def countdown(rng: random.Random, most: int, largest: int) -> dict:
+    """One countdown problem: numbers, a target reached by combining all of them, and that equation."""
+    while True:
+        numbers = [rng.randint(1, largest) for _ in range(rng.randint(3, most))]
+        # Combine the numbers in a random order, keeping every intermediate result a positive integer.
+        terms = [(str(n), n) for n in numbers]
+        rng.shuffle(terms)
+        text, value = terms[0]
+        for term, n in terms[1:]:
+            choices = ["+", "*"] + (["-"] if value > n else []) + (["/"] if value % n == 0 else [])
+            op = rng.choice(choices)
+            value = {"+": value + n, "-": value - n, "*": value * n, "/": value // n}[op]
+            text = f"({text} {op} {term})"
+        if 1 <= value <= 1000 and value not in numbers:
+            break
+    equation = text[1:-1] if text.startswith("(") else text
+    problem = (
+        f"Using the numbers {numbers}, create an equation that equals {value}. You can use basic arithmetic "
+        "operations (+, -, *, /) and each number at most once"
+    )
+    return {"problem": problem, "answer": equation, "numbers": numbers, "target": value}
+
+
+def arithmetic(rng: random.Random, operations: int) -> dict:
+    """One expression of `operations` operations over integers from 1 to 99, with its exact value."""
+    text, value = _expression(rng, operations)
+    return {"problem": f"Compute {text}", "answer": str(value), "difficulty": operations}
+
+
+def _expression(rng: random.Random, operations: int) -> tuple[str, int]:
+    if operations == 0:
+        n = rng.randint(1, 99)
+        return str(n), n
+    left_ops = rng.randint(0, operations - 1)
+    (left, a), (right, b) = _expression(rng, left_ops), _expression(rng, operations - 1 - left_ops)
+    op = rng.choice("+-*")
+    # Operands that are expressions get parentheses, so the text reads the way the value was computed.
+    left = f"({left})" if left_ops else left
+    right = f"({right})" if operations - 1 - left_ops else right
+    return f"{left} {op} {right}", {"+": a + b, "-": a - b, "*": a * b}[op]
+
+
+def synth(cfg: SynthConfig) -> int:
+    """Write `cfg.n` problems of `cfg.task` to `cfg.output`; returns the number written.
+
+    Problems are unique: a repeat draw is skipped (a small --max-number may not have n problems).
+    """
+    cfg.check()
+    rng = random.Random(cfg.seed)
+    rows: dict[str, dict] = {}
+    for _ in range(cfg.n * 20):
+        row = countdown(rng, cfg.numbers, cfg.max_number) if cfg.task == "countdown" else arithmetic(rng, cfg.difficulty)
+        rows.setdefault(stable_id(row["problem"]), row)
+        if len(rows) == cfg.n:
+            break
+    table = [{"id": f"{cfg.task}-{i}", "task": cfg.task, **row} for i, row in enumerate(rows.values())]
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        import polars as pl
+
+        pl.DataFrame(table).write_parquet(out)
+    else:
+        out.write_text("".join(json.dumps(row) + "\n" for row in table), encoding="utf-8")
+    return len(table)

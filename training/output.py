@@ -1,0 +1,92 @@
+"""OUT of a training run: the run record (run.json) that says which run a folder holds, and resume.
+
+A folder holds one run. Rerunning into it is refused unless the settings that define the run match
+(the model and the data first, they are what a user recognises a run by) and --resume is given; then
+the run continues from its last complete checkpoint and metrics.jsonl keeps each step once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from r1distill.errors import UsageError
+from r1distill.training.callbacks import METRICS_FILE
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+
+
+def run_settings(cfg) -> dict:
+    """The settings that define a run in OUT, with paths made absolute so a rerun from elsewhere matches."""
+    settings = asdict(cfg)
+    for name in ("input", "model"):
+        if Path(settings[name]).exists():
+            settings[name] = str(Path(settings[name]).resolve())
+    return settings
+
+
+def check_output(cfg, stage: str, resumable: tuple[str, ...]) -> str | None:
+    """None for a fresh OUT (`cfg.output`), the last checkpoint for --resume; UsageError for an OUT that
+    holds another run. `resumable` names the settings that may change between the runs of one OUT."""
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: is a file; choose a folder")
+    if not out.exists() or not any(out.iterdir()):
+        if cfg.resume:
+            raise UsageError(f"--resume: {out} holds no run to resume; drop --resume to start one")
+        return None
+    if not (out / RUN_FILE).exists():
+        raise UsageError(f"-o {out}: exists, is not empty and holds no r1distill {stage} run; choose a new folder")
+    recorded = json.loads((out / RUN_FILE).read_text())["settings"]
+    current = run_settings(cfg)
+    differ = sorted((n for n in current if n not in resumable and recorded.get(n) != current[n]), key=lambda n: ("model", "input", n).index(n))
+    if differ:
+        name = differ[0]
+        raise UsageError(
+            f"-o {out}: holds a different run ({name} {recorded.get(name)!r} there, {current[name]!r} now"
+            f"{f', and {len(differ) - 1} more settings' if len(differ) > 1 else ''}); choose a new folder, or give that run's settings"
+        )
+    if not cfg.resume:
+        raise UsageError(f"-o {out}: holds a run with these settings; pass --resume to continue it from its last checkpoint, or choose a new folder")
+    checkpoint = last_complete_checkpoint(out)
+    if checkpoint is None:
+        raise UsageError(f"--resume: {out} holds no complete checkpoint-* folder (the run died before --save-steps); start a new folder")
+    return str(checkpoint)
+
+
+def last_complete_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint-N with its trainer_state.json, which the trainer writes last: a process
+    killed while saving leaves a newer folder without it, which would fail to load."""
+    checkpoints = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for checkpoint in checkpoints:
+        if (checkpoint / "trainer_state.json").exists():
+            return checkpoint
+        log.warning("%s is incomplete (the run was killed while saving it): resuming from an older checkpoint", checkpoint)
+    return None
+
+
+def start(out: Path, checkpoint: str | None, record: dict) -> None:
+    """Record the run in OUT before training; on resume, drop the metrics of steps after the checkpoint
+    (the resumed run does them again, so each step is logged once) and a last line a kill cut short."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_run(out, record)
+    metrics = out / METRICS_FILE
+    if checkpoint is None or not metrics.exists():
+        return
+    step = int(checkpoint.rsplit("-", 1)[-1])
+    kept = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    metrics.write_text("".join(kept), encoding="utf-8")
+
+
+def write_run(out: Path, record: dict) -> None:
+    (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")

@@ -1,0 +1,71 @@
+"""Recipes: a YAML mapping of a stage's settings (`--config recipe.yaml`), checked before anything runs.
+
+Each key must be a field of the stage's settings dataclass (with _ for -) and is converted to that
+field's type; options typed on the command line win over the file (see cli.py). A stage may accept
+more keys (`rl` takes any other GRPOConfig field) through `extra`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from pathlib import Path
+
+from r1distill.errors import UsageError, first_line
+
+# Given on the command line or recorded by it, never in a recipe.
+NOT_IN_RECIPES = ("input", "output", "command")
+
+
+def read_recipe(path: str | Path, config: type, stage: str, extra: Callable[[str, dict], dict] | None = None) -> dict:
+    """The settings in the YAML file `path`, each checked to be a field of `config` and of its type.
+
+    `extra(path, unknown)` receives the keys that are not fields and returns the settings they make
+    (raising UsageError for those it refuses); without it they are refused here.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UsageError(f"--config {path}: not valid YAML ({first_line(err)})") from err
+    if not isinstance(recipe, dict):
+        raise UsageError(f"--config {path}: expected a mapping of settings (max_steps: 100, ...)")
+    # A field hidden from the command line (metadata cli=False) is filled by the stage, not by a recipe.
+    names = {f.name for f in dataclasses.fields(config) if f.metadata.get("cli", True)} - set(NOT_IN_RECIPES)
+    unknown = {str(key): value for key, value in recipe.items() if key not in names}
+    if unknown and extra is None:
+        raise UsageError(f"--config {path}: unknown setting(s) {', '.join(sorted(unknown))}; use the fields of `r1distill {stage} --help` with _ for -")
+    hints = typing.get_type_hints(config)
+    settings = {key: coerce(value, hints[key], f"--config {path}: {key}") for key, value in recipe.items() if key in names}
+    if unknown:
+        settings.update(extra(str(path), unknown))
+    return settings
+
+
+def coerce(value, kind, where: str):
+    """`value` as the field type `kind`; YAML reads 4e-5 as text, so numbers given as text are accepted."""
+    args = typing.get_args(kind)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise UsageError(f"{where} cannot be null")
+    if type(None) in args:
+        kind = next(arg for arg in args if arg is not type(None))
+    if typing.get_origin(kind) is list:
+        items = value if isinstance(value, list) else [value]
+        return [coerce(item, typing.get_args(kind)[0], where) for item in items]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"{where} must be true or false, got {value!r}")
+    try:
+        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
+            raise ValueError
+        return kind(value) if kind is not int else int(float(value))
+    except (TypeError, ValueError):
+        raise UsageError(f"{where} must be {kind.__name__}, got {value!r}") from None
