@@ -255,11 +255,10 @@ class VerifierPool:
 
     def __post_init__(self) -> None:
         self._context = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that already imported Math-Verify and SymPy, and the modules of the
-        # caller's main module (each new process re-runs that module, e.g. the whole CLI): a
-        # replacement for a killed worker starts in milliseconds, not seconds.
-        main_spec = getattr(sys.modules["__main__"], "__spec__", None)
-        self._context.set_forkserver_preload(["math_verify", *([main_spec.name] if main_spec else [])])
+        # Workers fork from a server that already imported Math-Verify and SymPy: a replacement for a
+        # killed worker does not import them again. (Preloading the caller's main module as well would
+        # save its import too, but makes runpy warn in every worker of `python -m r1distill.cli`.)
+        self._context.set_forkserver_preload(["math_verify"])
         self._pool: list[_Worker] = []
         self._deaths = 0
         self.timeouts = 0
