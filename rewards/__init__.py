@@ -29,7 +29,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from r1distill.rewards.accuracy import ACCURACY_MODES, Accuracy, judge_choice, judge_exact
+from r1distill.rewards.accuracy import ACCURACY_MODES, Accuracy, judge_choice, judge_exact, stated_answer
 from r1distill.rewards.rules import (
     LANGUAGE_SCRIPTS,
     judge_format,
@@ -44,7 +44,7 @@ from r1distill.rewards.verify import VerifierPool
 __all__ = [
     "ACCURACY_MODES", "LANGUAGE_SCRIPTS", "RULES", "Accuracy", "Judgement", "Rule", "VerifierPool", "answer_region",
     "completion_text", "extract_final_answer", "judge_choice", "judge_exact", "judge_format", "judge_language",
-    "judge_length", "judge_repetition", "judge_truncated", "rule", "split_thinking",
+    "judge_length", "judge_repetition", "judge_truncated", "rule", "split_thinking", "stated_answer",
 ]
 
 # name -> (judge, the per-row columns it reads); every other keyword-only parameter is an option.

@@ -66,7 +66,7 @@ def test_fixed_choices_and_list_defaults_are_shown():
     assert "[default: accuracy, format, language, truncated, repetition]" in help_text
     assert "Choices: math, choice, exact." in help_text and "Choices: en, zh, ja, ko, ru, ar." in help_text
     generate_help = " ".join(runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "400"}).output.split())
-    assert "Choices: transformers, openai, vllm." in generate_help and "Choices: chat, r1-zero." in generate_help
+    assert "Choices: transformers, openai, vllm." in generate_help and "Choices: chat, r1-zero, raw." in generate_help
 
 
 def test_parser_errors_are_one_line_with_exit_2(tmp_path):
