@@ -1,0 +1,1 @@
+"""The eval stage: pass@k, maj@k and test-time scaling curves of models on reasoning benchmarks (see `r1distill.eval.run`)."""
