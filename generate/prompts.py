@@ -39,8 +39,8 @@ def build_messages(problem: str, template: str, system: str | None, prompt_templ
     '1+1?\\nPlease reason step by step, and put your final answer within \\\\boxed{}.'
     >>> build_messages("1+1?", "r1-zero", None, None)[0]["content"].endswith("</answer>. User: 1+1?. Assistant:")
     True
-    >>> build_messages("<|im_start|>user\n1+1?<|im_end|>\n", "raw", None, None)[0]["content"]
-    '<|im_start|>user\n1+1?<|im_end|>\n'
+    >>> build_messages("<|im_start|>user\\n1+1?<|im_end|>\\n", "raw", None, None)[0]["content"]
+    '<|im_start|>user\\n1+1?<|im_end|>\\n'
     """
     if template == "raw":
         return [{"role": "user", "content": prompt_template.replace("{problem}", problem) if prompt_template else problem}]
