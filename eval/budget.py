@@ -122,9 +122,9 @@ def _combine(steps: pl.DataFrame, prefixes: dict, answers: dict, budget: int, co
         thought = row["completion"].removeprefix(THINK_OPEN).removeprefix("\n")
         cut = THINK_CLOSE not in thought
         if prefix is None or answer is None:
-            # Kept as is, or a step 2 that has not run (failed step 1): an error row or a stored completion.
             completion, finish, count = THINK_OPEN + "\n" + thought, row["finish_reason"], row["completion_tokens"]
-            if prefix is not None and row["finish_reason"] != FINISH_ERROR:
+            if prefix is not None:
+                # Its step 2 is missing (its journal line was rejected): an error, generated again next run.
                 finish = FINISH_ERROR
         else:
             completion = THINK_OPEN + "\n" + prefix + answer["completion"]
