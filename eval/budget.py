@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from r1distill.backends import Request, ends_inside_think, render_prompt
+from r1distill.errors import UsageError, first_line
 from r1distill.eval.benchmarks import read_traces
 from r1distill.generate import generate
 from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
@@ -65,10 +66,13 @@ def forced_prefix(completion: str, finish_reason: str) -> str | None:
 def render_thinking_prompts(prompts: pl.DataFrame, tokenizer, cfg) -> pl.DataFrame:
     """The benchmark's prompts as the model sees them, ending inside an opened think block (prompt_id, problem, answer)."""
     raw = cfg.template in RAW_TEMPLATES
-    rendered = [
-        open_thinking(render_prompt(tokenizer, Request("", build_messages(problem, cfg.template, cfg.system, cfg.prompt_template), raw)))
-        for problem in prompts[PROBLEM].to_list()
-    ]
+    try:
+        rendered = [
+            open_thinking(render_prompt(tokenizer, Request("", build_messages(problem, cfg.template, cfg.system, cfg.prompt_template), raw)))
+            for problem in prompts[PROBLEM].to_list()
+        ]
+    except Exception as err:  # a tokenizer without a chat template, or a template that refuses these messages
+        raise UsageError(f"--thinking-budget: cannot render the prompts with the chat template ({first_line(err)}); give --tokenizer or --template r1-zero") from err
     return prompts.select(PROMPT_ID, ANSWER).with_columns(pl.Series(PROBLEM, rendered))
 
 

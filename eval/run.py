@@ -81,12 +81,15 @@ def _check_inputs(cfg: EvalConfig, columns: list[str]) -> None:
 
         for model in cfg.models:
             check_model(model)
-    if cfg.tokenizer:
-        _tokenizer(cfg, cfg.models[0])
 
 
-def _generated(cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model: str, tokenizer, budgets: list[int]) -> tuple[pl.DataFrame, int]:
-    """Every sample of `model` (uncapped, then one set per budget) as eval scores it, and the requests that failed."""
+def _generated(
+    cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model: str, tokenizer, rendered: pl.DataFrame | None, budgets: list[int]
+) -> tuple[pl.DataFrame, int]:
+    """Every sample of `model` (uncapped, then one set per budget) as eval scores it, and the requests that failed.
+
+    `rendered`: the prompts as budget forcing sends them (`render_thinking_prompts`), with budgets.
+    """
     folder = Path(cfg.output) / GENERATIONS / slug(model)
     failed = generate(cfg.generate_config(model, str(prompts_path), str(folder / "samples"))).failed
     count = token_counter(tokenizer)
@@ -95,7 +98,6 @@ def _generated(cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model
     parts = [natural.with_columns(pl.Series("thinking_tokens", thinking, pl.Int64), pl.Series("response_tokens", response, pl.Int64),
                                   pl.lit(None, pl.Int64).alias("budget"), pl.lit(False).alias("forced"))]
     if budgets:
-        rendered = render_thinking_prompts(prompts, tokenizer, cfg)
         write_atomically(rendered, folder / "prompts-think.parquet")
         for budget in budgets:
             rows, budget_failed = budget_rows(cfg, model, rendered, budget, folder, count)
@@ -123,10 +125,9 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
         _check_inputs(cfg, rows.columns)
         mode = cfg.accuracy or "math"
         benchmark = {"name": Path(cfg.completions).name, "source": cfg.completions, "problems": rows[PROMPT_ID].n_unique(), "accuracy": mode}
-        model_names = rows["model"].unique(maintain_order=True).to_list()
-        tokenizers = dict.fromkeys(model_names, _tokenizer(cfg, model_names[0]))
+        tokenizers = dict.fromkeys(rows["model"].unique(maintain_order=True).to_list(), _tokenizer(cfg, ""))
         parts = []
-        for model in model_names:
+        for model in tokenizers:
             mine = rows.filter(pl.col("model") == model)
             thinking, response = part_tokens(mine["completion"].to_list(), token_counter(tokenizers[model]))
             parts.append(mine.with_columns(pl.Series("thinking_tokens", thinking, pl.Int64), pl.Series("response_tokens", response, pl.Int64)))
@@ -135,13 +136,14 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
         prompts, benchmark = load_benchmark(cfg)
         _check_inputs(cfg, prompts.columns)
         mode = benchmark["accuracy"]
-        model_names = cfg.models
+        tokenizers = {model: _tokenizer(cfg, model) for model in cfg.models}
+        # Rendered before anything is written: a template that cannot render them stops the run here.
+        rendered = {model: render_thinking_prompts(prompts, tokenizers[model], cfg) for model in cfg.models} if budgets else {}
         prompts_path = out / "prompts.parquet"
         write_atomically(prompts, prompts_path)
-        parts, tokenizers = [], {}
-        for model in model_names:
-            tokenizers[model] = _tokenizer(cfg, model)
-            rows, model_failed = _generated(cfg, prompts, prompts_path, model, tokenizers[model], budgets)
+        parts = []
+        for model in cfg.models:
+            rows, model_failed = _generated(cfg, prompts, prompts_path, model, tokenizers[model], rendered.get(model), budgets)
             parts.append(rows)
             failed += model_failed
         rows = pl.concat(parts, how="diagonal_relaxed")
