@@ -2,6 +2,7 @@
 scored with the verifier that built the training data, and accuracy against thinking tokens.
 
     r1distill eval math500 -o runs/eval --model runs/student --model smollm2-135m -n 4 --max-tokens 4096
+    r1distill eval aime24 -o runs/eval-r1 --backend vllm --model deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --tensor-parallel-size 8 -n 64
     r1distill eval aime24 -o runs/eval-r1 --backend openai --base-url http://gpu-0:8000/v1 --model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B -n 64
     r1distill eval --completions runs/traces -o runs/scored        # completions made elsewhere, no model
 
