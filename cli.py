@@ -26,6 +26,8 @@ from r1distill.backends import BACKENDS
 from r1distill.distill.config import REPORTERS, SCHEDULERS, SFTConfig, read_recipe
 from r1distill.distill.config import TEMPLATES as SFT_TEMPLATES
 from r1distill.errors import StageError, UsageError, first_line
+from r1distill.eval.benchmarks import BENCHMARKS
+from r1distill.eval.config import EvalConfig
 from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
 from r1distill.generate.prompts import TEMPLATES
 from r1distill.generate.run import GenerateConfig
@@ -257,6 +259,35 @@ def sft(cfg: SFTConfig) -> None:
     with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
         summary = run_sft(cfg)
     print_summary(summary)
+
+
+@app.command(name="eval")
+@_stage_command(
+    EvalConfig,
+    argument="benchmark",
+    names={
+        "output": ("--output", "-o"), "models": ("--model", "-m"), "num_samples": ("--num-samples", "-n"), "base_urls": ("--base-url",),
+        "thinking_budget": ("--thinking-budget",),
+    },
+    choices={"backend": BACKENDS, "template": TEMPLATES, "accuracy": ACCURACY_MODES, "like": tuple(BENCHMARKS)},
+)
+def eval_(cfg: EvalConfig) -> None:
+    """Evaluate models on a reasoning benchmark: pass@k, maj@k and accuracy against thinking tokens.
+
+    Samples are generated through the generate stage (same backends, resumable: rerun the same command
+    after a crash; a larger -n adds only the new samples) and scored with filter's accuracy check.
+    OUT receives samples.parquet (every sample with its verdict) and results.json (every setting that
+    changes a score, every metric per model and group). Exit code 1 means some requests failed after
+    their retries (left out of the scores; rerun to retry them).
+    """
+    from r1distill.eval.run import evaluate, print_summary
+
+    with _edges(Path(cfg.output), "interrupted: finished samples are saved; rerun the same command to resume"):
+        summary = evaluate(cfg)
+    print_summary(summary)
+    if summary.failed:
+        typer.echo(f"{summary.failed} requests failed after retries; rerun the same command to retry them", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

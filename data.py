@@ -151,7 +151,13 @@ def load_prompts(
     that does not exist is an error. Without an id column the id is a stable hash of the problem, and
     repeated problems are kept once.
     """
-    frame = read_table(source, split, text_column=problem_column)
+    return prompt_table(read_table(source, split, text_column=problem_column), source, problem_column, answer_column, id_column)
+
+
+def prompt_table(
+    frame: pl.DataFrame, source: str | Path, problem_column: str = PROBLEM, answer_column: str | None = None, id_column: str | None = None
+) -> pl.DataFrame:
+    """`frame`, read from `source` (named in errors), as a prompt table; see `load_prompts`."""
     if frame.height == 0:
         raise UsageError(f"{source}: the table is empty; give a dataset with at least one row")
     available = ", ".join(frame.columns)

@@ -63,6 +63,19 @@ SFT table (`filter` OUT/data/, one row per training conversation; SFT_SCHEMA):
     answer             string     the gold answer; null for non-reasoning rows
     pass_rate          float64    the prompt's pass rate in filter; null for non-reasoning rows
 
+Eval sample table (`eval` OUT/samples.parquet, one row per (model, budget, prompt, sample)): the trace
+table's columns (a budget-forcing row has no `prompt`), then
+
+    budget             int64      the thinking budget of a budget-forcing row; null for the uncapped run
+    forced             bool       the thinking was cut at the budget and closed by eval
+    thinking_tokens    int64      tokens of the thinking, null when no tokenizer is known
+    response_tokens    int64      tokens of the response, null when no tokenizer is known
+    verdict            string     the accuracy verdict, or generation_error for a row that failed in generate
+    score              float64    the accuracy score (null: cannot verify)
+    stated_answer      string     the final answer the completion states (`rewards.stated_answer`)
+    vote               int64      the sample's maj@k class within its (model, budget, prompt): 0 is the
+                                  gold answer, equal numbers are equivalent answers, null casts no vote
+
 Prompt-set table (input of `rl` and `eval`): a prompt table whose `answer` is the gold to verify
 against, optionally with `pass_rate`. A `filter` output is one (its problem, answer and pass_rate
 columns); so is any prompt table with answers.

@@ -41,7 +41,7 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        dtype = getattr(torch, dtype_name(self.device))
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.stop_ids = _stop_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
         self.context = context_length(self.model.config, self.tokenizer)
@@ -113,6 +113,15 @@ class TransformersBackend:
         del self.model
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()
+
+
+def dtype_name(device: str) -> str:
+    """The weights' dtype on `device`: bfloat16 on a GPU, float32 elsewhere (eval records it).
+
+    >>> dtype_name("cuda:0"), dtype_name("cpu")
+    ('bfloat16', 'float32')
+    """
+    return "bfloat16" if device.startswith("cuda") else "float32"
 
 
 def _stop_ids(*candidates: int | list[int] | None) -> set[int]:

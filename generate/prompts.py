@@ -4,6 +4,8 @@ Two templates:
 - `chat`: the model's own chat template, an optional system prompt, and a user turn that asks for the
   final answer in \\boxed{} (DeepSeek's recommended math prompt), so the filter stage can verify it.
 - `r1-zero`: the exact R1-Zero prompt of the DeepSeek-R1 paper, sent as raw text with no chat template.
+- `raw`: the problem text itself sent as raw text, for prompts rendered elsewhere: eval's budget forcing
+  continues a rendered prompt plus a forced prefix this way, on every backend.
 
 How the answer comes back and is stored (inline `<think>`, a template that pre-fills `<think>`, a
 separate reasoning field) is `schema.canonical_completion`.
@@ -11,9 +13,11 @@ separate reasoning field) is `schema.canonical_completion`.
 
 from __future__ import annotations
 
-__all__ = ["R1_ZERO", "TEMPLATES", "build_messages"]
+__all__ = ["R1_ZERO", "RAW_TEMPLATES", "TEMPLATES", "build_messages"]
 
-TEMPLATES = ("chat", "r1-zero")
+TEMPLATES = ("chat", "r1-zero", "raw")
+# Sent as plain text (the completions endpoint; no chat template applied).
+RAW_TEMPLATES = ("r1-zero", "raw")
 
 R1_ZERO = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -35,7 +39,11 @@ def build_messages(problem: str, template: str, system: str | None, prompt_templ
     '1+1?\\nPlease reason step by step, and put your final answer within \\\\boxed{}.'
     >>> build_messages("1+1?", "r1-zero", None, None)[0]["content"].endswith("</answer>. User: 1+1?. Assistant:")
     True
+    >>> build_messages("<|im_start|>user\\n1+1?<|im_end|>\\n", "raw", None, None)[0]["content"]
+    '<|im_start|>user\\n1+1?<|im_end|>\\n'
     """
+    if template == "raw":
+        return [{"role": "user", "content": prompt_template.replace("{problem}", problem) if prompt_template else problem}]
     if template == "r1-zero":
         question = prompt_template.replace("{problem}", problem) if prompt_template else problem
         return [{"role": "user", "content": R1_ZERO.replace("{prompt}", question)}]

@@ -46,7 +46,7 @@ from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
 from r1distill.backends import BACKENDS, Backend, Request, Result, Sampling, make_backend
-from r1distill.generate.prompts import TEMPLATES, build_messages
+from r1distill.generate.prompts import RAW_TEMPLATES, TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_manifests, read_rows, read_state, record_run
 from r1distill.schema import (
     ANSWER,
@@ -93,7 +93,7 @@ class GenerateConfig:
     seed: int = 0
     """Base seed; each (prompt, sample) derives its own."""
     template: str = "chat"
-    """chat: the model's chat template with a \\boxed{} answer request; r1-zero: the R1-Zero paper prompt as raw text."""
+    """chat: the model's chat template with a \\boxed{} answer request; r1-zero: the R1-Zero paper prompt as raw text; raw: the problem column sent as it is (prompts rendered elsewhere)."""
     system: str | None = None
     """System prompt (chat template)."""
     prompt_template: str | None = None
@@ -295,7 +295,7 @@ def _my_prompts(cfg: GenerateConfig) -> pl.DataFrame:
 
 def _plan(prompts: pl.DataFrame, cfg: GenerateConfig) -> list[_Planned]:
     settings = _key_settings(cfg)
-    raw = cfg.template == "r1-zero"
+    raw = cfg.template in RAW_TEMPLATES
     plan = []
     for prompt_id, problem, answer in zip(prompts[PROMPT_ID].to_list(), prompts[PROBLEM].to_list(), prompts[ANSWER].to_list()):
         messages = build_messages(problem, cfg.template, cfg.system, cfg.prompt_template)

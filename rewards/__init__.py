@@ -33,7 +33,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from r1distill.rewards.accuracy import ACCURACY_MODES, Accuracy, judge_choice, judge_exact
+from r1distill.rewards.accuracy import ACCURACY_MODES, Accuracy, judge_choice, judge_exact, stated_answer
 from r1distill.rewards.rules import (
     FORMAT_LAYOUTS,
     LANGUAGE_SCRIPTS,
@@ -51,7 +51,7 @@ __all__ = [
     "ACCURACY_MODES", "FORMAT_LAYOUTS", "LANGUAGE_SCRIPTS", "RULES", "TASKS", "Accuracy", "Judgement", "Rule", "VerifierPool",
     "answer_region", "completion_text", "extract_final_answer", "judge_arithmetic", "judge_choice", "judge_countdown",
     "judge_exact", "judge_format", "judge_language", "judge_length", "judge_repetition", "judge_truncated", "rule",
-    "split_thinking",
+    "split_thinking", "stated_answer",
 ]
 
 # name -> (judge, the per-row columns it reads); every other keyword-only parameter is an option.

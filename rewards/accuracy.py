@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from r1distill.rewards.text import Judgement, aligned_rows, answer_region, extract_final_answer, normalize_answer
+from r1distill.rewards.text import Judgement, aligned_rows, answer_region, completion_text, extract_final_answer, normalize_answer
 from r1distill.rewards.verify import CORRECT, GOLD_UNPARSEABLE, INCORRECT, NO_ANSWER, NO_GOLD, VerifierPool
 
 ACCURACY_MODES = ("math", "choice", "exact")
@@ -80,13 +80,18 @@ def judge_choice(completions: list, *, answer: list | None = None, finish_reason
     return [_choice(answer_region(text, reason), gold) for text, gold, reason in rows]
 
 
-def _exact(response: str, gold: Any) -> Judgement:
-    if not _has_gold(gold):
-        return NO_GOLD
+def _exact_stated(response: str) -> str:
     stated = extract_final_answer(response)
     if stated is None:
         lines = response.strip().splitlines()  # the last line is not blank once the response is stripped
         stated = _ANSWER_LABEL.sub("", lines[-1].strip()) if lines else ""
+    return stated
+
+
+def _exact(response: str, gold: Any) -> Judgement:
+    if not _has_gold(gold):
+        return NO_GOLD
+    stated = _exact_stated(response)
     if not stated:
         return NO_ANSWER
     return CORRECT if normalize_answer(stated) == normalize_answer(str(gold)) else INCORRECT
@@ -102,6 +107,32 @@ def judge_exact(completions: list, *, answer: list | None = None, finish_reason:
     """
     rows = aligned_rows(completions, answer=answer, finish_reason=finish_reason)
     return [_exact(answer_region(text, reason), gold) for text, gold, reason in rows]
+
+
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
+
+
+def stated_answer(completion: str, finish_reason: str | None = None, mode: str = "math") -> str | None:
+    r"""The final answer a completion states, read as `mode` reads it, from `answer_region` only; None if none.
+
+    math: the last \boxed{} or <answer> block, else the response's last number (Math-Verify reads plain
+    text too); choice: the letter picked; exact: what `judge_exact` compares. eval's majority vote
+    groups samples by these.
+
+    >>> stated_answer("<think>\nhm\n</think>\n\nSo \\boxed{\\frac{1}{2}}."), stated_answer("<think>\nhm\n</think>\n\nShe pays 1,250 dollars.")
+    ('\\frac{1}{2}', '1,250')
+    >>> stated_answer("<think>\nhm\n</think>\n\nThe answer is (C).", mode="choice"), stated_answer("<think>\nit is 4")
+    ('C', None)
+    """
+    region = answer_region(completion_text(completion), finish_reason)
+    if mode == "choice":
+        return _chosen_letter(region)
+    if mode == "exact":
+        return _exact_stated(region) or None
+    stated = extract_final_answer(region)
+    if stated is None and (numbers := _NUMBER.findall(region)):
+        stated = numbers[-1].rstrip(",")
+    return stated
 
 
 class Accuracy:

@@ -11,6 +11,8 @@ Directives in a prompt's text pick the behaviour of the requests for it:
     [[reasoning]]   returns the thinking in `reasoning_content`, not inline
     [[length]]      finish_reason "length"
     [[textusage]]   usage counts as text: completion_tokens "seventeen", prompt_tokens "11"
+    [[cut]]         raw text (completions endpoint): thinking that never closes, finish_reason "length",
+                    unless the prompt already closed it (a forced continuation): then " 42", stop
 Everything else answers at once with an inline <think> block and a boxed answer.
 """
 
@@ -100,6 +102,9 @@ class FakeOpenAI:
             choice = {"message": {"role": "assistant", "content": answer, "reasoning_content": thinking}, "finish_reason": finish}
         elif chat:
             choice = {"message": {"role": "assistant", "content": f"<think>\n{thinking}\n</think>\n\n{answer}"}, "finish_reason": finish}
+        elif "cut" in directives:
+            closed = "</think>" in text
+            choice = {"text": " 42" if closed else " Let me think about it some more", "finish_reason": "stop" if closed else "length"}
         else:
             choice = {"text": f" {thinking} </think> <answer> 42 </answer>", "finish_reason": finish}
         self.served += 1

@@ -12,6 +12,7 @@ from conftest import run_cli, write_jsonl
 from r1distill import __version__
 from r1distill.cli import _field_docs, app
 from r1distill.distill.config import SFTConfig
+from r1distill.eval.config import EvalConfig
 from r1distill.filter.run import FilterConfig
 from r1distill.generate.run import GenerateConfig
 
@@ -44,7 +45,7 @@ def test_every_option_problem_is_reported_at_once(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("command", "config"), [("generate", GenerateConfig), ("filter", FilterConfig), ("sft", SFTConfig)])
+@pytest.mark.parametrize(("command", "config"), [("generate", GenerateConfig), ("filter", FilterConfig), ("sft", SFTConfig), ("eval", EvalConfig)])
 def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config):
     docs = _field_docs(config)
     help_text = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).output.split())
@@ -53,7 +54,8 @@ def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config
             continue
         assert docs.get(field.name), f"{config.__name__}.{field.name} has no doc"
         assert " ".join(docs[field.name].split()) in help_text, field.name
-        if field.name not in ("input", "output", "checks", "base_urls", "decontaminate", "lora_target_modules", "report_to") and field.default not in (None, False):
+        lists = ("checks", "base_urls", "decontaminate", "lora_target_modules", "report_to", "models", "group_by", "compare")
+        if field.name not in ("input", "output", *lists) and field.default not in (None, False):
             # A switch on by default is an --x/--no-x pair, whose default Click names by the switch.
             shown = field.name if field.default is True else field.default
             assert f"[default: {shown}]" in help_text, field.name
@@ -66,7 +68,7 @@ def test_fixed_choices_and_list_defaults_are_shown():
     assert "[default: accuracy, format, language, truncated, repetition]" in help_text
     assert "Choices: math, choice, exact." in help_text and "Choices: en, zh, ja, ko, ru, ar." in help_text
     generate_help = " ".join(runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "400"}).output.split())
-    assert "Choices: transformers, openai, vllm." in generate_help and "Choices: chat, r1-zero." in generate_help
+    assert "Choices: transformers, openai, vllm." in generate_help and "Choices: chat, r1-zero, raw." in generate_help
 
 
 def test_parser_errors_are_one_line_with_exit_2(tmp_path):

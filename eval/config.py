@@ -1,0 +1,166 @@
+"""Settings of `r1distill eval`, written once: each field's doc is its --help text, its check is in `check`.
+
+The generation settings have the same names, docs and checks as generate's (eval hands them to
+`generate` as they are); only the defaults differ where an eval wants other ones (32k tokens and 4
+samples, as the R1 papers evaluate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r1distill.errors import UsageError
+from r1distill.eval.benchmarks import BENCHMARKS
+from r1distill.generate.run import GenerateConfig
+from r1distill.rewards import ACCURACY_MODES
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """Settings of one `r1distill eval` run."""
+
+    benchmark: str | None = None
+    """Benchmark: a short name (math500, aime24, aime25, amc23, gsm8k, gpqa-diamond), a local file or folder, or a Hub dataset id with problem and answer columns."""
+    output: str
+    """Output folder (samples.parquet, results.json, the generations); rerunning the same command resumes into it."""
+    completions: str | None = None
+    """Score completions made elsewhere instead of generating: a generate output, or any table with problem, answer and completion columns."""
+    models: list[str] = field(default_factory=lambda: ["smollm2-135m"])
+    """Model to evaluate: 'smollm2-135m' (embedded), a Hub id or local folder, or the name a server serves; repeat it to compare models side by side."""
+    num_samples: int = 4
+    """Samples per problem: pass@1 is averaged over them, pass@k and maj@k use them (the R1 papers use 4 to 64)."""
+    like: str | None = None
+    """Read BENCHMARK as the short-named benchmark LIKE is read (its columns, gold extraction and --accuracy), e.g. a local copy of GSM8K with --like gsm8k."""
+    split: str | None = None
+    """Split of a Hub dataset or save_to_disk folder [default: the short name's, else test]."""
+    problem_column: str | None = None
+    """Column with the problem text [default: the short name's, else problem]."""
+    answer_column: str | None = None
+    """Column with the gold answer [default: the short name's, else answer]."""
+    id_column: str | None = None
+    """Column with a unique problem id [default: the short name's, else id if present, else a hash of the problem]."""
+    limit: int | None = None
+    """Evaluate only the first N problems."""
+    accuracy: str | None = None
+    """Answer check: math (Math-Verify), choice (multiple-choice letters) or exact (string) [default: the short name's, else math]."""
+    group_by: list[str] = field(default_factory=list)
+    """Column to break every metric down by (level, subject, source); repeat it."""
+    timeout: float = 5.0
+    """Seconds Math-Verify may spend on one answer; then the sample's verdict is 'timeout' (reported apart)."""
+    workers: int | None = None
+    """Math-Verify worker processes [default: the usable cores]."""
+    thinking_budget: str | None = None
+    """Test-time scaling: increasing thinking budgets in tokens, e.g. 256,512,1024; each is run with budget forcing (thinking cut there, then the answer)."""
+    answer_tokens: int = 256
+    """Most tokens of the answer generated after a thinking cut by budget forcing."""
+    tokenizer: str | None = None
+    """Tokenizer (Hub id or folder) whose chat template renders budget-forcing prompts and that counts thinking tokens [default: the model's; --backend openai needs it for --thinking-budget]."""
+    compare: list[str] = field(default_factory=list)
+    """An earlier eval's results.json (or its folder) to show side by side; settings that differ are named; repeat it."""
+    backend: str = "transformers"
+    """transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek's API) or vllm (offline on local GPUs)."""
+    max_tokens: int = 32768
+    """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
+    temperature: float = 0.6
+    """Sampling temperature (DeepSeek recommends 0.5-0.7 for R1); 0 is greedy."""
+    top_p: float = 0.95
+    """Nucleus sampling mass."""
+    seed: int = 0
+    """Base seed; each (prompt, sample) derives its own."""
+    template: str = "chat"
+    """chat: the model's chat template with a \\boxed{} answer request; r1-zero: the R1-Zero paper prompt as raw text; raw: the problem column sent as it is (prompts rendered elsewhere)."""
+    system: str | None = None
+    """System prompt (chat template)."""
+    prompt_template: str | None = None
+    """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
+    base_urls: list[str] = field(default_factory=list)
+    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (read at run time, never printed or written)."""
+    concurrency: int = 64
+    """Requests in flight at once (openai backend)."""
+    batch_size: int = 8
+    """Prompts per forward batch (transformers) or per scheduling chunk (vllm)."""
+    max_retries: int = 8
+    """Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed (openai)."""
+    request_timeout: float = 1800.0
+    """Seconds one request may take before it is retried (openai)."""
+    retry_delay: float = 1.0
+    """First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins."""
+    device: str | None = None
+    """Torch device for the transformers backend [default: cuda if available, else cpu]."""
+    tensor_parallel_size: int = 1
+    """GPUs per model replica (vllm)."""
+    max_model_len: int | None = None
+    """Context length of prompt plus output (vllm) [default: the model's own]."""
+    command: list[str] = field(default_factory=list)
+    """The command line that started the run, recorded in results.json."""
+
+    def budgets(self) -> list[int]:
+        """The thinking budgets, checked: increasing positive integers ([] without --thinking-budget)."""
+        if self.thinking_budget is None:
+            return []
+        try:
+            budgets = [int(part) for part in self.thinking_budget.split(",")]
+        except ValueError:
+            budgets = []
+        if not budgets or any(b < 1 for b in budgets) or any(a >= b for a, b in zip(budgets, budgets[1:])):
+            raise UsageError(f"--thinking-budget must be increasing positive integers like 256,512,1024, got {self.thinking_budget!r}")
+        return budgets
+
+    def generate_config(self, model: str, input: str, output: str, **changes) -> GenerateConfig:
+        """The settings of the generate run for `model`: this run's generation settings, then `changes`."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(GenerateConfig) if f.name in GENERATE_SETTINGS}
+        return GenerateConfig(input=input, output=output, model=model, id_column="prompt_id", **(shared | changes))
+
+    def check(self) -> None:
+        """Raise one UsageError listing every problem with these settings."""
+        problems = []
+        if (self.benchmark is None) == (self.completions is None):
+            problems.append("give a BENCHMARK to generate and score, or --completions TABLE to score, not both" if self.benchmark else "give a BENCHMARK (e.g. math500) or --completions TABLE")
+        if self.benchmark is not None and self.benchmark not in BENCHMARKS and "/" not in self.benchmark and not Path(self.benchmark).exists():
+            problems.append(f"unknown benchmark {self.benchmark!r}: not a short name ({', '.join(BENCHMARKS)}), a file or folder, or a Hub id like 'org/name'")
+        if self.like is not None and self.like not in BENCHMARKS:
+            problems.append(f"--like must be one of {', '.join(BENCHMARKS)}, got {self.like!r}")
+        if self.accuracy is not None and self.accuracy not in ACCURACY_MODES:
+            problems.append(f"--accuracy must be one of {', '.join(ACCURACY_MODES)}, got {self.accuracy!r}")
+        try:
+            self.budgets()
+        except UsageError as err:
+            problems.append(str(err))
+        for name, value in (("--num-samples", self.num_samples), ("--limit", self.limit), ("--answer-tokens", self.answer_tokens), ("--workers", self.workers)):
+            if value is not None and value < 1:
+                problems.append(f"{name} must be at least 1, got {value}")
+        if self.timeout <= 0:
+            problems.append(f"--timeout must be > 0, got {self.timeout}")
+        if not self.models:
+            problems.append("give at least one --model")
+        if len(set(self.models)) < len(self.models):
+            problems.append("each --model may be given once")
+        if self.completions is None and self.thinking_budget and self.backend == "openai" and not self.tokenizer:
+            problems.append("--thinking-budget with --backend openai needs --tokenizer (the served model's, to render prompts for the completions endpoint)")
+        if self.completions is None:
+            try:
+                self.generate_config(self.models[0] if self.models else "", "unused", self.output).check()
+            except UsageError as err:
+                problems.append(str(err))
+        out = Path(self.output)
+        if out.exists() and not out.is_dir():
+            problems.append(f"-o {self.output}: exists and is not a folder")
+        elif out.is_dir() and any(out.iterdir()) and not (out / RESULTS).exists() and not (out / GENERATIONS).exists():
+            problems.append(f"-o {self.output}: holds something other than an eval; choose a new folder")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+# The generate settings an eval passes on unchanged (model, input, output, samples and ids are eval's own).
+GENERATE_SETTINGS = (
+    "backend", "num_samples", "max_tokens", "temperature", "top_p", "seed", "template", "system", "prompt_template", "base_urls",
+    "api_key_env", "concurrency", "batch_size", "max_retries", "request_timeout", "retry_delay", "device", "tensor_parallel_size",
+    "max_model_len", "command",
+)
+RESULTS = "results.json"
+SAMPLES = "samples.parquet"
+GENERATIONS = "generations"

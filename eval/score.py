@@ -1,0 +1,131 @@
+"""Scoring samples with the shared accuracy reward, and turning scored samples into results.
+
+Every sample gets the verdict of `rewards.rule("accuracy")` (the check filter selected with and rl
+optimises), the answer it states (`rewards.stated_answer`) and its vote class for maj@k (metrics.py).
+Samples that failed in generate are not judged: their verdict is `generation_error`, and they are
+counted apart and left out of every rate; so are the problems whose gold cannot be verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from r1distill.eval.metrics import stderr, summarize, vote_classes
+from r1distill.rewards import stated_answer
+from r1distill.schema import FINISH_ERROR, PROMPT_ID, split_reasoning
+
+GENERATION_ERROR = "generation_error"
+UNVERIFIABLE = ("no_gold", "gold_unparseable")
+
+
+def token_counter(tokenizer) -> Callable[[list[str]], list[int | None]]:
+    """Counts the tokens of texts with `tokenizer`; with none, every count is None (unknown)."""
+
+    def count(texts: list[str]) -> list[int | None]:
+        if tokenizer is None:
+            return [None] * len(texts)
+        counts = []
+        for start in range(0, len(texts), 256):
+            counts += [len(ids) for ids in tokenizer(texts[start : start + 256], add_special_tokens=False)["input_ids"]]
+        return counts
+
+    return count
+
+
+def part_tokens(completions: list[str], count_tokens) -> tuple[list[int | None], list[int | None]]:
+    """Thinking and response tokens of each completion (0 thinking tokens when it has no think block)."""
+    parts = [split_reasoning(completion) for completion in completions]
+    thinking = count_tokens([reasoning or "" for reasoning, _ in parts])
+    return [0 if reasoning is None and t is not None else t for (reasoning, _), t in zip(parts, thinking)], count_tokens([r for _, r in parts])
+
+
+def score(rows: pl.DataFrame, accuracy, mode: str) -> pl.DataFrame:
+    """`rows` with `verdict`, `score`, `stated_answer` and `vote` (maj@k class) columns added.
+
+    Votes are classes within one (model, budget, prompt_id), in sample order.
+    """
+    completions, finishes = rows["completion"].to_list(), rows["finish_reason"].to_list()
+    judged = accuracy.judge(completions, answer=rows["answer"].to_list(), finish_reason=finishes)
+    failed = [finish == FINISH_ERROR for finish in finishes]
+    verdicts = [GENERATION_ERROR if bad else j.verdict for j, bad in zip(judged, failed)]
+    scores = [None if bad else j.score for j, bad in zip(judged, failed)]
+    stated = [None if bad else stated_answer(c, f, mode) for c, f, bad in zip(completions, finishes, failed)]
+    rows = rows.with_columns(
+        pl.Series("verdict", verdicts, pl.String), pl.Series("score", scores, pl.Float64), pl.Series("stated_answer", stated, pl.String),
+        pl.int_range(pl.len()).alias("_row"),
+    )
+    voting = rows.filter(~pl.col("verdict").is_in([GENERATION_ERROR, *UNVERIFIABLE])).sort("model", "budget", PROMPT_ID, "sample", nulls_last=True)
+    groups = voting.group_by("model", "budget", PROMPT_ID, maintain_order=True).agg("_row", "stated_answer", "verdict")
+    problems = [list(zip(answers, [v == "correct" for v in verdicts])) for answers, verdicts in zip(groups["stated_answer"], groups["verdict"])]
+    votes = [None] * rows.height
+    for indices, classes in zip(groups["_row"].to_list(), vote_classes(problems, _same(accuracy, mode))):
+        for index, vote in zip(indices, classes):
+            votes[index] = vote
+    return rows.with_columns(pl.Series("vote", votes, pl.Int64)).drop("_row")
+
+
+def _same(accuracy, mode: str) -> Callable[[list[tuple[str, str]]], list[bool]]:
+    """Whether pairs of stated answers are equivalent: Math-Verify in the accuracy reward's workers (math)."""
+
+    def same(pairs: list[tuple[str, str]]) -> list[bool]:
+        if mode != "math":
+            return [False] * len(pairs)  # letters and exact strings are the same only when equal, which votes already know
+        judged = accuracy.judge([f"\\boxed{{{second}}}" for _, second in pairs], answer=[first for first, _ in pairs])
+        return [judgement.verdict == "correct" for judgement in judged]
+
+    return same
+
+
+def metrics(rows: pl.DataFrame) -> dict:
+    """Every metric of scored rows (one model, one budget); see metrics.summarize."""
+    unverifiable = rows.filter(pl.col("verdict").is_in(UNVERIFIABLE))[PROMPT_ID].unique()
+    usable = rows.filter((pl.col("verdict") != GENERATION_ERROR) & ~pl.col(PROMPT_ID).is_in(unverifiable.implode())).sort(PROMPT_ID, "sample")
+    grouped = usable.group_by(PROMPT_ID, maintain_order=True).agg(
+        pl.col("verdict").alias("verdicts"), pl.col("vote").alias("votes"), pl.col("finish_reason").alias("finish"),
+        pl.col("thinking_tokens").alias("thinking"), pl.col("response_tokens").alias("response"), pl.col("completion_tokens").alias("tokens"),
+    )
+    result = summarize(grouped.drop(PROMPT_ID).to_dicts())
+    result["generation_errors"] = rows.filter(pl.col("verdict") == GENERATION_ERROR).height
+    result["unverifiable_problems"] = unverifiable.len()
+    return result
+
+
+def cut_curve(rows: pl.DataFrame, budgets: list[int]) -> list[dict]:
+    """pass@1 of uncapped samples rescored as if generation had stopped at each budget: a sample longer
+    than it is cut there and has no answer. Shows what a smaller --max-tokens would have cost."""
+    usable = rows.filter(~pl.col("verdict").is_in([GENERATION_ERROR, *UNVERIFIABLE]))
+    if usable.height == 0 or usable["completion_tokens"].null_count():
+        return []  # token counts unknown (a table without them): nothing to cut by
+    curve = []
+    for budget in budgets:
+        within = pl.col("completion_tokens") <= budget
+        rates = usable.group_by(PROMPT_ID).agg(((pl.col("verdict") == "correct") & within).mean().alias("rate"))["rate"].to_list()
+        curve.append({"max_tokens": budget, "pass@1": sum(rates) / len(rates), "pass@1_stderr": stderr(rates), "cut": 1 - usable.select(within.mean()).item()})
+    return curve
+
+
+def model_results(rows: pl.DataFrame, group_by: list[str], budgets: list[int]) -> dict:
+    """Metrics of one model's scored rows: overall, per group value, and the test-time scaling curves."""
+    natural = rows.filter(pl.col("budget").is_null())
+    result = {"metrics": metrics(natural), "groups": {}}
+    for column in group_by:
+        values = natural[column].cast(pl.String).unique().sort(nulls_last=True).to_list()
+        result["groups"][column] = {str(value): metrics(natural.filter(pl.col(column).cast(pl.String).eq_missing(value))) for value in values}
+    if budgets:
+        forced = []
+        for budget in sorted(rows["budget"].drop_nulls().unique().to_list()):
+            part = rows.filter(pl.col("budget") == budget)
+            found = metrics(part)
+            usable = part.filter(pl.col("verdict") != GENERATION_ERROR)
+            forced.append({"budget": budget, **{k: found[k] for k in _CURVE}, "forced": usable["forced"].mean() if usable.height else None})
+        result["thinking_budget"] = {
+            "natural": {k: result["metrics"][k] for k in _CURVE},
+            "forced": forced,
+            "cut": cut_curve(natural, budgets),
+        }
+    return result
+
+
+_CURVE = ("pass@1", "pass@1_stderr", "mean_thinking_tokens", "samples")
