@@ -47,6 +47,7 @@ from r1distill.filter import rewards
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
 from r1distill.filter.verify import VerifierPool
+from r1distill.redact import redact_text
 from r1distill.schema import MESSAGES, r1_layout, stable_id
 
 log = logging.getLogger(__name__)
@@ -580,10 +581,10 @@ Pass-rate histogram (prompts): {json.dumps(stats["pass_rate_histogram"])}
 ## Reproduce
 
 ```
-{" ".join(cfg.command) if cfg.command else "r1distill filter ..."}
+{redact_text(" ".join(cfg.command)) if cfg.command else "r1distill filter ..."}
 ```
 
-Settings: `{json.dumps(settings)}`
+Settings: `{redact_text(json.dumps(settings))}`
 
 Versions: r1distill {__version__}, Python {platform.python_version()}, {", ".join(f"{k} {v}" for k, v in versions.items())}.
 """
