@@ -71,6 +71,7 @@ def generate(
     max_retries: Annotated[int, typer.Option(help="Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed.")] = 8,
     request_timeout: Annotated[float, typer.Option(help="Seconds one request may take before it is retried.")] = 1800.0,
     retry_delay: Annotated[float, typer.Option(help="First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins.")] = 1.0,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also retry rows that failed permanently in an earlier run (a 4xx refusal such as 400 or 401, prompt_too_long); other failed rows are always retried.")] = False,
     rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard.")] = 1000,
     device: Annotated[Optional[str], typer.Option(help="Torch device for the transformers backend [default: cuda if available, else cpu].")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="GPUs per model replica (vllm).")] = 1,
@@ -80,11 +81,12 @@ def generate(
 
     Every finished completion is journaled at once, so a crash or kill loses only the requests in
     flight; rerunning the same command generates only what is missing. Exit code 1 means some
-    requests failed after their retries (they are in OUT with finish_reason 'error'; rerun to retry).
+    requests failed after their retries: they are in OUT with finish_reason 'error' and a reason, and
+    a rerun retries them (those the server refused as they are, only with --retry-failed).
     """
     from r1distill.generate import GenerateConfig
     from r1distill.generate import generate as run_generate
-    from r1distill.generate.run import print_summary
+    from r1distill.generate.run import failure_report, print_summary
 
     cfg = GenerateConfig(
         input=input,
@@ -111,6 +113,7 @@ def generate(
         max_retries=max_retries,
         request_timeout=request_timeout,
         retry_delay=retry_delay,
+        retry_failed=retry_failed,
         rows_per_shard=rows_per_shard,
         device=device,
         tensor_parallel_size=tensor_parallel_size,
@@ -126,7 +129,7 @@ def generate(
         raise typer.Exit(130)
     print_summary(summary)
     if summary.failed:
-        typer.echo(f"{summary.failed} requests failed after retries; rerun the same command to retry them", err=True)
+        typer.echo(failure_report(summary), err=True)
         raise typer.Exit(1)
 
 

@@ -10,10 +10,13 @@ to never lose or repeat finished work:
 3. Compare with what OUT already holds. A row is done when its key matches and it either stopped, or
    was cut off at a budget at least as large as this run's. So a rerun after a crash generates only
    what is missing, a rerun with a larger --max-tokens redoes only the truncated rows, and failed rows
-   are retried. A row made with other settings is a conflict: OUT is a single-configuration dataset.
+   are retried, except permanent failures (a 4xx refusal, a prompt too long) without --retry-failed.
+   A row made with other settings is a conflict: OUT is a single-configuration dataset.
 4. Generate the rest with the chosen backend, journaling each result as it arrives (see store.py),
-   behind a live progress bar.
-5. Drop superseded rows, write the manifest (settings, versions, counts) and print the summary.
+   behind a live progress bar. A server backend first sends one preflight request, before OUT is
+   touched, so a wrong URL, model or key is one line and leaves nothing behind.
+5. Drop superseded rows, write the manifest (settings, versions, counts) and print the summary,
+   which names the most common failure reasons and what to check for each.
 
 `--shard i/N` keeps the prompts whose stable hash falls in part i of N, so N machines can share one OUT.
 """
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import platform
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -42,9 +46,10 @@ from r1distill import __version__
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
-from r1distill.generate.backends import Backend, Request, Result, Sampling
+from r1distill.generate.backends import Backend, Request, Result, Sampling, failure_hint, failure_reason, is_permanent
 from r1distill.generate.prompts import TEMPLATES, build_messages, full_completion, split_reasoning
 from r1distill.generate.store import TraceStore, now_us, read_state
+from r1distill.redact import redact_text, redact_url
 from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, TRACE_SCHEMA, stable_id, trace_id, trace_table
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,8 @@ class GenerateConfig:
     """Seconds one request may take before it is retried (openai backend)."""
     retry_delay: float = 1.0
     """First retry waits up to this many seconds, doubling each retry, with full jitter."""
+    retry_failed: bool = False
+    """Also retry rows that failed permanently in an earlier run (a 4xx refusal such as 400 or 401, prompt_too_long)."""
     rows_per_shard: int = 1000
     """Rows per Parquet shard."""
     seconds_per_shard: float = 60.0
@@ -159,9 +166,7 @@ class GenerateConfig:
                 problems.append("--backend openai needs --base-url (for example http://localhost:8000/v1)")
             bad = [url for url in self.base_urls if not url.startswith(("http://", "https://"))]
             if bad:
-                problems.append(f"--base-url must start with http:// or https://, got {bad[0]!r}")
-            if any("@" in url.split("//", 1)[-1].split("/", 1)[0] for url in self.base_urls):
-                problems.append("--base-url must not hold a user or password; put the key in the variable named by --api-key-env")
+                problems.append(f"--base-url must start with http:// or https://, got {redact_text(bad[0])!r}")
         elif self.base_urls:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -188,7 +193,11 @@ class GenerateSummary:
     truncated: int
     """Rows cut off at max_tokens."""
     failed: int
-    """Rows that failed after their retries (retried by the next run)."""
+    """Rows that failed after their retries (retried by the next run, the permanent ones with --retry-failed)."""
+    permanent: int
+    """Of the failed rows, those that failed permanently (a 4xx refusal, prompt_too_long)."""
+    failure_reasons: dict[str, int]
+    """Failed rows per reason code (http_401, timeout, ...), most common first."""
     completion_tokens: int
     """Generated tokens over all present rows."""
     wall_seconds: float
@@ -214,14 +223,19 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
         prompts = _my_prompts(cfg)
         plan = _plan(prompts, cfg)
     api_key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
+    backend = None
+    if cfg.backend == "openai":
+        # Before OUT is touched: a wrong URL, model or key is one line, not a folder of failed rows.
+        backend = make_backend(cfg, api_key)
+        backend.preflight(raw=cfg.template == "r1-zero")
     index, count = cfg.shard_parts()
     out = Path(cfg.output)
     generated = 0
     with TraceStore(out, f"{index:05d}-of-{count:05d}", _table_builder(prompts), cfg.rows_per_shard, cfg.seconds_per_shard) as store:
-        todo, redo = _pending(plan, read_state(out), cfg.max_tokens)
+        todo, redo = _pending(plan, read_state(out), cfg.max_tokens, cfg.retry_failed)
         log.info("%d prompts x %d samples: %d rows to generate (%d already done)", prompts.height, cfg.num_samples, len(todo), len(plan) - len(todo))
         if todo:
-            backend = make_backend(cfg, api_key)
+            backend = backend or make_backend(cfg, api_key)
             try:
                 generated = _drive(backend, todo, store, cfg, total=len(plan))
             finally:
@@ -259,9 +273,9 @@ def _plan(prompts: pl.DataFrame, cfg: GenerateConfig) -> list[_Planned]:
     return plan
 
 
-def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tuple[list[_Planned], int]:
+def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int, retry_failed: bool) -> tuple[list[_Planned], int]:
     """The planned rows still to generate, and how many of them replace a row already in OUT."""
-    existing = {row[0]: row for row in state.select("id", "request_key", "finish_reason", "max_tokens").iter_rows()}
+    existing = {row[0]: row for row in state.select("id", "request_key", "finish_reason", "max_tokens", "error").iter_rows()}
     conflicts = [p for p in plan if p.request.key in existing and existing[p.request.key][1] != p.request_key]
     if conflicts:
         first = conflicts[0].request.key
@@ -269,17 +283,22 @@ def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tupl
             f"OUT already holds {len(conflicts)} of these (prompt, sample) rows made with other settings "
             f"(model, template, prompts, temperature, top_p or seed; first: '{first}'); write to a new -o folder"
         )
-    todo, redo = [], 0
+    todo, redo, kept_failures = [], 0, 0
     for planned in plan:
         row = existing.get(planned.request.key)
         if row is None:
             todo.append(planned)
             continue
-        _, _, finish, budget = row
+        _, _, finish, budget, error = row
         if finish == "stop" or (finish == "length" and budget >= max_tokens):
+            continue
+        if finish == "error" and not retry_failed and is_permanent(failure_reason(error)):
+            kept_failures += 1
             continue
         todo.append(planned)
         redo += 1
+    if kept_failures:
+        log.info("%d rows failed permanently in an earlier run and are not retried (add --retry-failed to retry them)", kept_failures)
     return todo, redo
 
 
@@ -392,6 +411,7 @@ def _summarize(out: Path, keys: list[str], generated: int, started: datetime) ->
     state = read_state(out).filter(pl.col("id").is_in(keys))
     counts = state["finish_reason"].value_counts()
     by_reason = dict(zip(counts["finish_reason"].to_list(), counts["count"].to_list()))
+    failures = Counter(failure_reason(error) for error in state.filter(pl.col("finish_reason") == "error")["error"].to_list())
     return GenerateSummary(
         output=str(out),
         rows=len(keys),
@@ -399,6 +419,8 @@ def _summarize(out: Path, keys: list[str], generated: int, started: datetime) ->
         generated=generated,
         truncated=by_reason.get("length", 0),
         failed=by_reason.get("error", 0),
+        permanent=sum(count for reason, count in failures.items() if is_permanent(reason)),
+        failure_reasons=dict(failures.most_common()),
         completion_tokens=int(state["completion_tokens"].sum() or 0),
         wall_seconds=(datetime.now(timezone.utc) - started).total_seconds(),
     )
@@ -420,8 +442,6 @@ def _versions(backend: str) -> dict[str, str]:
 
 
 def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: datetime, prompts: int) -> None:
-    from r1distill.generate.backends.openai_compat import redact_url
-
     index, count = cfg.shard_parts()
     settings = asdict(cfg)
     settings["base_urls"] = [redact_url(url) for url in cfg.base_urls]
@@ -430,7 +450,7 @@ def _write_manifest(cfg: GenerateConfig, summary: GenerateSummary, started: date
         "stage": "generate",
         "created_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "command": [redact_url(arg) if arg.startswith(("http://", "https://")) else arg for arg in cfg.command],
+        "command": [redact_text(arg) for arg in cfg.command],
         "settings": settings,
         "shard": {"index": index, "count": count},
         "versions": _versions(cfg.backend),
@@ -507,3 +527,26 @@ def print_summary(summary: GenerateSummary) -> None:
             ("wall time", f"{summary.wall_seconds:,.1f} s"),
         ],
     )
+
+
+def failure_report(summary: GenerateSummary, top: int = 3) -> str:
+    """One line on the failed rows: the most common reasons, what to check for each, and how to retry.
+
+    >>> s = GenerateSummary("out", 4, 4, 4, 0, failed=3, permanent=2, failure_reasons={"http_401": 2, "timeout": 1},
+    ...                     completion_tokens=0, wall_seconds=0.0)
+    >>> print(failure_report(s))
+    3 requests failed: 2 http_401 (check the API key in the variable that --api-key-env names), 1 timeout (the server is slow: raise --request-timeout or lower --concurrency). Rerun the same command to retry them; the 2 permanent failures (4xx, prompt_too_long) only with --retry-failed.
+    """
+    parts = []
+    for reason, count in list(summary.failure_reasons.items())[:top]:
+        hint = failure_hint(reason)
+        parts.append(f"{count:,} {reason}" + (f" ({hint})" if hint else ""))
+    if len(summary.failure_reasons) > top:
+        parts.append(f"{sum(list(summary.failure_reasons.values())[top:]):,} other")
+    line = f"{summary.failed:,} requests failed: {', '.join(parts)}."
+    if summary.permanent == summary.failed:
+        return f"{line} These are permanent; fix the cause, then rerun with --retry-failed."
+    retry = " Rerun the same command to retry them"
+    if summary.permanent:
+        retry += f"; the {summary.permanent:,} permanent failures (4xx, prompt_too_long) only with --retry-failed"
+    return f"{line}{retry}."

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL_DIR = ".journal"
 SHARD_GLOB = "traces-*.parquet"
-STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "created_at"]
+STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "error", "created_at"]
 
 
 def now_us() -> int:
@@ -54,6 +54,7 @@ def read_state(out: Path) -> pl.DataFrame:
                 "finish_reason": pl.String,
                 "max_tokens": pl.Int32,
                 "completion_tokens": pl.Int32,
+                "error": pl.String,
                 "created_at": pl.Datetime("us", "UTC"),
             }
         )

@@ -15,7 +15,9 @@ from r1distill.generate.prompts import R1_ZERO, build_messages, ends_inside_thin
     [
         "r1distill.schema",
         "r1distill.generate.prompts",
+        "r1distill.generate.backends",
         "r1distill.generate.backends.openai_compat",
+        "r1distill.redact",
         "r1distill.generate.backends.vllm_offline",
         "r1distill.filter.verify",
         "r1distill.generate.run",
