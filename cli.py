@@ -59,7 +59,7 @@ def generate(
     template: Annotated[str, typer.Option(help="chat: the model's chat template with a \\boxed{} answer request. r1-zero: the R1-Zero paper prompt as raw text.")] = "chat",
     system: Annotated[Optional[str], typer.Option(help="System prompt (chat template).")] = None,
     prompt_template: Annotated[Optional[str], typer.Option(help="User turn with {problem} in it, replacing the default step-by-step \\boxed{} request.")] = None,
-    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers.")] = None,
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ or a key in the query is sent, and redacted in logs and the manifest.")] = None,
     api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (read at run time, never printed or written).")] = "OPENAI_API_KEY",
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once (openai backend).")] = 64,
     shard: Annotated[str, typer.Option(help="Generate only part i/N of the prompts (0-based), so N machines can share one --output.")] = "0/1",

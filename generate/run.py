@@ -86,7 +86,7 @@ class GenerateConfig:
     prompt_template: str | None = None
     """User turn with {problem}; default asks for step-by-step reasoning and a \\boxed{} answer."""
     base_urls: list[str] = field(default_factory=list)
-    """OpenAI-compatible base URLs (…/v1); several spread the load."""
+    """OpenAI-compatible base URLs (…/v1); several spread the load. A user:password@ in one is sent as basic auth."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable that holds the API key (never logged or written)."""
     concurrency: int = 64

@@ -96,7 +96,8 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}}, status=404)
         if text == PREFLIGHT_PROMPT:
             self.preflights.append(seen)
-            return web.json_response({"choices": [{"message": {"role": "assistant", "content": "OK"}, "finish_reason": "length"}]})
+            choice = {"message": {"role": "assistant", "content": "OK"}} if chat else {"text": "OK"}
+            return web.json_response({"choices": [choice | {"finish_reason": "length"}]})
         self.requests.append(seen)
         self.attempts[text] += 1
         attempt = self.attempts[text]

@@ -31,6 +31,7 @@ credentials in a base URL are scrubbed from error texts, and URLs are logged red
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import itertools
 import logging
@@ -107,9 +108,9 @@ class _Replica:
         self.secrets = [secret for secret in url_secrets(url) if len(secret) >= 4]
         if parts.username or parts.password:
             # A user:password in the URL is HTTP basic auth (a proxy in front of the server); it replaces the key.
-            basic = aiohttp.BasicAuth(unquote(parts.username or ""), unquote(parts.password or "")).encode()
-            self.headers["Authorization"] = basic
-            self.secrets.append(basic.removeprefix("Basic "))
+            credentials = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {credentials}"
+            self.secrets.append(credentials)
         elif api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
             self.secrets.append(api_key)
