@@ -200,16 +200,17 @@ def generate(cfg: GenerateConfig) -> None:
 
     Every finished completion is journaled at once, so a crash or kill loses only the requests in
     flight; rerunning the same command generates only what is missing. Exit code 1 means some
-    requests failed after their retries (they are in OUT with finish_reason 'error'; rerun to retry).
+    requests failed after their retries: they are in OUT with finish_reason 'error' and a reason, and
+    a rerun retries them (those the server refused as they are, only with --retry-failed).
     """
+    from r1distill.generate.run import failure_report, print_summary
     from r1distill.generate.run import generate as run_generate
-    from r1distill.generate.run import print_summary
 
     with _edges(Path(cfg.output), "interrupted: finished rows are saved; rerun the same command to resume"):
         summary = run_generate(cfg)
     print_summary(summary)
     if summary.failed:
-        typer.echo(f"{summary.failed} requests failed after retries; rerun the same command to retry them", err=True)
+        typer.echo(failure_report(summary), err=True)
         raise typer.Exit(1)
 
 

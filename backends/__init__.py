@@ -2,7 +2,10 @@
 
 A backend turns `Request`s into `Result`s and hands each result to `emit` the moment it is finished, so
 the caller can journal it before anything else can go wrong. It never raises for a single failed
-request: that becomes a `Result` with finish_reason "error" and the reason, and the next run retries it.
+request: that becomes a `Result` with finish_reason "error" and an error text that starts with a short
+reason code (`http_401: Incorrect API key`, `timeout: ...`, `prompt_too_long: ...`). generate counts
+failures by that code, names the fix, and on a rerun retries every failed row except the permanent
+ones (the server refused the request as it is), which wait for --retry-failed.
 
 - transformers (`hf.py`): batched sampling on the CPU or one GPU; the embedded default model's home.
 - openai (`openai_compat.py`): any OpenAI-compatible server (`vllm serve`, SGLang, DeepSeek's API).
@@ -15,6 +18,7 @@ when `make_backend` builds it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -69,7 +73,7 @@ class Result:
     prompt_tokens: int | None = None
     """Tokens in the prompt, when known."""
     error: str | None = None
-    """Why the request failed; set only with finish_reason "error"."""
+    """Why the request failed, as "<reason>: <detail>"; set only with finish_reason "error"."""
 
 
 class Backend(Protocol):
@@ -103,6 +107,60 @@ def ends_inside_think(rendered_prompt: str) -> bool:
 
 
 PROMPT_TOO_LONG = "prompt_too_long"
+"""The reason of a row whose prompt (with room for the output) does not fit the model's context."""
+# HTTP statuses below 500 that say "not now" rather than "never".
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
+_REASON = re.compile(r"([A-Za-z][A-Za-z0-9_]*): ")
+_HTTP = re.compile(r"http_(\d{3})")
+
+HINTS = {
+    "http_401": "check the API key in the variable that --api-key-env names",
+    "http_403": "check the API key in the variable that --api-key-env names, and its rights",
+    "http_404": "check --model and the base URL, which usually ends in /v1",
+    "http_429": "the server limits the request rate: lower --concurrency",
+    "connection_refused": "is the server up at that --base-url?",
+    "connection_error": "check the --base-url host name and the network",
+    "connect_timeout": "nothing answered: check the --base-url host and the network",
+    "timeout": "the server is slow: raise --request-timeout or lower --concurrency",
+    "disconnected": "the server dropped connections: see its log, or lower --concurrency",
+    "malformed_reply": "the replies are not OpenAI completions: check the base URL, which usually ends in /v1",
+    PROMPT_TOO_LONG: "the prompt does not fit the model's context: drop long prompts, or use a model with a longer one",
+}
+
+
+def failure_reason(error: str | None) -> str:
+    """The reason code at the start of a failed row's error text ("error" when it has none).
+
+    >>> failure_reason("http_401: Incorrect API key provided")
+    'http_401'
+    >>> failure_reason("failed after 9 attempts; last: HTTP 500")
+    'error'
+    """
+    match = _REASON.match(error or "")
+    return match.group(1) if match else "error"
+
+
+def is_permanent(reason: str) -> bool:
+    """A failure that retrying the same request cannot fix: a 4xx refusal or a prompt that does not fit.
+
+    >>> [is_permanent(r) for r in ("http_400", "http_429", "http_503", "timeout", "prompt_too_long")]
+    [True, False, False, False, True]
+    """
+    if reason == PROMPT_TOO_LONG:
+        return True
+    match = _HTTP.fullmatch(reason)
+    return bool(match) and 400 <= int(match.group(1)) < 500 and int(match.group(1)) not in TRANSIENT_STATUSES
+
+
+def failure_hint(reason: str) -> str | None:
+    """What to check for a failure reason, when there is something to say.
+
+    >>> failure_hint("http_502")
+    'the server failed: see its log'
+    """
+    if reason.startswith("http_5"):
+        return "the server failed: see its log"
+    return HINTS.get(reason)
 
 
 def prompt_too_long(request: Request, prompt_tokens: int, context: int) -> Result:

@@ -1,36 +1,225 @@
 """The OpenAI-compatible backend: `vllm serve`, SGLang, llama.cpp server and hosted APIs (DeepSeek).
 
-One aiohttp session, `concurrency` worker coroutines pulling from a shared request iterator (no task
-per request, so 100k prompts cost nothing up front), and several base URLs with least-busy routing so
-one client can feed a fleet of servers. A request is retried with exponential backoff and full jitter
-on 429, 5xx, timeouts, dropped connections and malformed replies; a Retry-After header sets the wait.
-Other 4xx replies (a prompt over the context length, say) are final. A request that still fails is
-returned as an error row for the next run to retry. The API key travels only in the Authorization
-header and is scrubbed from any error text a server echoes back.
+One aiohttp session and `concurrency` worker coroutines pulling from a shared request iterator (no
+task per request, so 100k prompts cost nothing up front). Three mechanisms keep a run going when
+servers misbehave:
+
+- Replicas. Several base URLs share the load, least busy first. A replica that refuses connections,
+  or fails EJECT_AFTER times in a row while another one serves, leaves the rotation (logged at
+  WARNING the first time) and is probed again by one real request after a backoff that doubles. A
+  request that failed on a replica that is now out is sent to a live one at once, without spending
+  its retries, so while one replica lives no row fails. Only when every replica is out and has
+  failed `max_retries + 1` probes do the remaining requests fail, quickly, with the reason.
+- Connections that open gradually. The workers start one after another, RAMP_INTERVAL apart and
+  all within RAMP_SECONDS, not all at once. A server that closes the connection after every reply
+  (HTTP/1.0 or `Connection: close`, so every request opens a new one) also gets each request after
+  a random pause of up to JITTER_SECONDS, as open-r1's client does for every request: its replies
+  come in bursts, and so would the reconnections. A modest server (Python's http.server: one
+  accepting thread, a backlog of 5) drops what overflows its accept queue; the client resends after
+  1, 3, 7... seconds while the server idles (11 completions/s at concurrency 256, not hundreds).
+  Servers that keep connections alive (vLLM, SGLang, llama.cpp, hosted APIs) never wait.
+- Failures with reasons. An attempt is retried with exponential backoff and full jitter on 429, 5xx,
+  timeouts, dropped connections and malformed replies; a Retry-After header sets the wait. Other 4xx
+  replies are permanent: the row's error is `http_<status>: <message>`, or `prompt_too_long: ...`
+  when the server says the prompt does not fit, and reruns leave it alone unless --retry-failed.
+
+`preflight` sends one tiny completion to every base URL before the stage writes anything, so a wrong
+URL, model or key is one line. The API key travels only in the Authorization header; it and any
+credentials in a base URL are scrubbed from error texts, and URLs are logged redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import itertools
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
-from r1distill.backends import Request, Result, Sampling, map_finish_reason
+from r1distill.backends import PROMPT_TOO_LONG, Request, Result, Sampling, failure_hint, is_permanent, map_finish_reason
+from r1distill.errors import UsageError
+from r1distill.redact import redact_url, url_secrets
 from r1distill.schema import FINISH_ERROR
 
-RETRY_STATUSES = frozenset({408, 409, 425, 429})
+log = logging.getLogger(__name__)
+
 MAX_RETRY_AFTER = 600.0
+EJECT_AFTER = 5
+"""Failed attempts in a row after which a replica leaves the rotation, if another one serves."""
+RAMP_INTERVAL = 0.004
+"""Seconds between two workers' first requests: at most 250 new connections a second at the start."""
+RAMP_SECONDS = 1.0
+"""The longest the start may take: more than 250 workers start closer together."""
+JITTER_SECONDS = 0.1
+"""Most a request waits before opening a new connection to a server that closes them after each reply."""
+PREFLIGHT_PROMPT = "Reply with OK."
+PREFLIGHT_TIMEOUT = 60.0
+# How vLLM, SGLang, llama.cpp and OpenAI word a 400 for a prompt that does not fit the context.
+TOO_LONG_MARKERS = (
+    "maximum context length",
+    "is longer than the maximum model length",
+    "longer than the model's context length",
+    "exceeds the available context size",
+    "context_length_exceeded",
+)
 
 
 class MalformedReply(ValueError):
     """A 200 reply whose body is not an OpenAI completion."""
+
+
+@dataclass(slots=True)
+class _Failure:
+    """Why one attempt failed, and what that says about the request and the replica."""
+
+    reason: str
+    """Short code that starts the row's error text: http_503, timeout, connection_refused, ..."""
+    detail: str
+    permanent: bool = False
+    """The server refused this request as it is (4xx other than 408, 409, 425, 429): retrying cannot help."""
+    answered: bool = False
+    """The server replied with a status below 500: it is up, whatever it thought of the request."""
+    unreachable: bool = False
+    """No connection could be opened: nothing listens there, or the host is unknown."""
+    retry_after: float | None = None
+
+    def text(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+class _Replica:
+    """One base URL: where its requests go, how they authenticate, and whether it is in the rotation."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        parts = urlsplit(url)
+        self.label = redact_url(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        self.prefix = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+        self.query = f"?{parts.query}" if parts.query else ""
+        self.headers = {"Content-Type": "application/json"}
+        # Short query values ("v=1") are not secrets worth scrubbing: that would garble every text with the digit.
+        self.secrets = [secret for secret in url_secrets(url) if len(secret) >= 4]
+        if parts.username or parts.password:
+            # A user:password in the URL is HTTP basic auth (a proxy in front of the server); it replaces the key.
+            credentials = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {credentials}"
+            self.secrets.append(credentials)
+        elif api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+            self.secrets.append(api_key)
+        self.in_flight = 0
+        self.closes_connections = False  # seen an HTTP/1.0 or Connection: close reply
+        self.failures = 0  # failed attempts in a row
+        self.live = True
+        self.probe_at = 0.0  # when an out replica may be probed again (time.monotonic)
+        self.probes = 0  # failed probes since it left the rotation
+        self.probing = False
+        self.warned = False
+        self.problem: _Failure | None = None  # why it last left the rotation
+
+    def url(self, path: str) -> str:
+        return f"{self.prefix}{path}{self.query}"
+
+
+class _Rotation:
+    """The replicas in service, the ones out of it, and when to probe those again."""
+
+    def __init__(self, replicas: list[_Replica], retry_delay: float, max_retry_delay: float, max_probes: int) -> None:
+        self.replicas = replicas
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.max_probes = max_probes
+        self._turn = itertools.count()
+        self._changed: asyncio.Event | None = None
+
+    async def pick(self) -> tuple[_Replica, bool] | None:
+        """A replica for the next attempt and whether it is a probe; waits while none serves, None once all are given up."""
+        while True:
+            now = time.monotonic()
+            live = []
+            for replica in self.replicas:
+                if replica.live:
+                    live.append(replica)
+                elif not replica.probing and replica.probe_at <= now:
+                    replica.probing = True
+                    return replica, True
+            if len(live) == 1:
+                return live[0], False
+            if live:
+                least = min(replica.in_flight for replica in live)
+                candidates = [replica for replica in live if replica.in_flight == least]
+                return candidates[next(self._turn) % len(candidates)], False
+            if self.given_up():
+                return None
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            waits = [replica.probe_at - now for replica in self.replicas if not replica.probing]
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=min(waits) if waits else None)
+            except TimeoutError:
+                continue
+
+    def given_up(self) -> bool:
+        """Every replica is out and has failed all its probes."""
+        return all(not r.live and not r.probing and r.probes > self.max_probes for r in self.replicas)
+
+    def problem(self) -> _Failure:
+        """Why the replicas left the rotation (the most recent one's reason)."""
+        return next(r.problem for r in reversed(self.replicas) if r.problem is not None)
+
+    def succeeded(self, replica: _Replica, probe: bool) -> None:
+        replica.failures = 0
+        if probe:
+            replica.probing = False
+        if not replica.live:
+            replica.live = True
+            replica.probes = 0
+            log.info("%s answers again; back in the rotation", replica.label)
+            self._notify()
+
+    def failed(self, replica: _Replica, probe: bool, failure: _Failure) -> None:
+        if failure.answered:
+            self.succeeded(replica, probe)
+            return
+        replica.failures += 1
+        if probe:
+            replica.probing = False
+            replica.probes += 1
+            self.take_out(replica, failure)
+        elif replica.live and (failure.unreachable or (replica.failures >= EJECT_AFTER and self._another_live(replica))):
+            self.take_out(replica, failure)
+
+    def _another_live(self, replica: _Replica) -> bool:
+        return any(other.live for other in self.replicas if other is not replica)
+
+    def take_out(self, replica: _Replica, failure: _Failure) -> None:
+        replica.live = False
+        replica.problem = failure
+        delay = min(self.max_retry_delay, self.retry_delay * 2**replica.probes)
+        replica.probe_at = time.monotonic() + delay
+        if replica.warned:
+            log.info("%s is out of the rotation again (%s); next probe in %.1f s", replica.label, failure.reason, delay)
+        else:
+            replica.warned = True
+            hint = failure_hint(failure.reason)
+            log.warning(
+                "%s: %s%s; out of the rotation, probed again with backoff",
+                replica.label, failure.text()[:200], f" ({hint})" if hint else "",
+            )
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 class OpenAIBackend:
@@ -50,28 +239,26 @@ class OpenAIBackend:
     ) -> None:
         self.model = model
         self.sampling = sampling
-        self.base_urls = [url.rstrip("/") for url in base_urls]
-        self.api_key = api_key
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.request_timeout = request_timeout
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self._in_flight = dict.fromkeys(self.base_urls, 0)
-        self._turn = itertools.count()
+        self.replicas = [_Replica(url, api_key) for url in base_urls]
+        self._rotation = _Rotation(self.replicas, retry_delay, max_retry_delay, max_retries)
+        self._secrets = sorted({secret for replica in self.replicas for secret in replica.secrets}, key=len, reverse=True)
 
     async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         timeout = aiohttp.ClientTimeout(total=self.request_timeout, sock_connect=min(30.0, self.request_timeout))
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             pending = iter(requests)
             workers = min(self.concurrency, len(requests))
-            await asyncio.gather(*(self._worker(session, pending, emit) for _ in range(workers)))
+            spacing = min(RAMP_INTERVAL, RAMP_SECONDS / workers)
+            await asyncio.gather(*(self._worker(session, pending, emit, i * spacing) for i in range(workers)))
 
-    async def _worker(self, session: aiohttp.ClientSession, pending, emit: Callable[[Result], None]) -> None:
+    async def _worker(self, session: aiohttp.ClientSession, pending, emit: Callable[[Result], None], start: float) -> None:
+        await asyncio.sleep(start)
         for request in pending:
             emit(await self.complete(session, request))
 
@@ -95,53 +282,152 @@ class OpenAIBackend:
         """One request with its retries; never raises for a server or network problem."""
         body = orjson.dumps(self.payload(request))
         path = "/completions" if request.raw else "/chat/completions"
-        problem = ""
-        for attempt in range(self.max_retries + 1):
-            base = self._pick()
-            self._in_flight[base] += 1
-            wait = None
-            try:
-                async with session.post(base + path, data=body) as reply:
-                    status = reply.status
-                    raw = await reply.read()
-                    retry_after = reply.headers.get("Retry-After")
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as err:
-                problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-            else:
-                if status == 200:
-                    try:
-                        return parse_reply(request, raw)
-                    except MalformedReply as err:
-                        problem = f"malformed reply: {err}"
-                else:
-                    problem = f"HTTP {status}: {raw[:300].decode('utf-8', 'replace')}"
-                    if status < 500 and status not in RETRY_STATUSES:
-                        return self._failed(request, problem)
-                    wait = parse_retry_after(retry_after)
-            finally:
-                self._in_flight[base] -= 1
-            if attempt < self.max_retries:
-                await asyncio.sleep(wait if wait is not None else self._backoff(attempt))
-        return self._failed(request, f"failed after {self.max_retries + 1} attempts; last: {problem}")
+        attempts = 0
+        # Failures charged to a replica rather than to the request are free, up to a bound that ends even a flapping fleet.
+        free = len(self.replicas) * (self.max_retries + 1)
+        while True:
+            picked = await self._rotation.pick()
+            if picked is None:
+                return self._failed(request, self._rotation.problem(), attempts)
+            replica, probe = picked
+            outcome = await self._attempt(session, replica, request, path, body)
+            if isinstance(outcome, Result):
+                self._rotation.succeeded(replica, probe)
+                return outcome
+            self._rotation.failed(replica, probe, outcome)
+            if outcome.permanent:
+                return self._failed(request, outcome, attempts + 1)
+            if not replica.live and free > 0:
+                free -= 1
+                continue
+            attempts += 1
+            if attempts > self.max_retries:
+                return self._failed(request, outcome, attempts)
+            await asyncio.sleep(outcome.retry_after if outcome.retry_after is not None else self._backoff(attempts - 1))
 
-    def _failed(self, request: Request, problem: str) -> Result:
-        if self.api_key:
-            problem = problem.replace(self.api_key, "***")
+    async def _attempt(self, session: aiohttp.ClientSession, replica: _Replica, request: Request, path: str, body: bytes) -> Result | _Failure:
+        outcome = await self._send(session, replica, request, path, body)
+        if isinstance(outcome, _Failure) and self._secrets:
+            # Some servers echo the Authorization header or the URL in their error text.
+            outcome.detail = self._scrub(outcome.detail)
+        return outcome
+
+    async def _send(self, session: aiohttp.ClientSession, replica: _Replica, request: Request, path: str, body: bytes) -> Result | _Failure:
+        if replica.closes_connections:
+            await asyncio.sleep(random.uniform(0.0, JITTER_SECONDS))
+        replica.in_flight += 1
+        try:
+            async with session.post(replica.url(path), data=body, headers=replica.headers) as reply:
+                status = reply.status
+                raw = await reply.read()
+                retry_after = reply.headers.get("Retry-After")
+                if reply.version < aiohttp.HttpVersion11 or reply.headers.get("Connection", "").lower() == "close":
+                    replica.closes_connections = True
+        except aiohttp.ClientConnectorError as err:
+            refused = isinstance(err.os_error, ConnectionRefusedError)
+            return _Failure("connection_refused" if refused else "connection_error", _describe(err), unreachable=True)
+        except aiohttp.ConnectionTimeoutError as err:
+            return _Failure("connect_timeout", _describe(err), unreachable=True)
+        except asyncio.TimeoutError as err:
+            return _Failure("timeout", _describe(err))
+        except (aiohttp.ClientError, ConnectionError) as err:
+            return _Failure("disconnected", _describe(err))
+        finally:
+            replica.in_flight -= 1
+        if status == 200:
+            try:
+                return parse_reply(request, raw)
+            except MalformedReply as err:
+                return _Failure("malformed_reply", str(err))
+        return http_failure(status, raw, retry_after)
+
+    def _failed(self, request: Request, failure: _Failure, attempts: int) -> Result:
+        problem = failure.text() + (f" ({attempts} attempts)" if attempts > 1 else "")
         return Result(key=request.key, finish_reason=FINISH_ERROR, error=problem[:1000])
 
-    def _pick(self) -> str:
-        """The base URL with the fewest requests in flight; ties go round-robin."""
-        if len(self.base_urls) == 1:
-            return self.base_urls[0]
-        least = min(self._in_flight.values())
-        candidates = [url for url in self.base_urls if self._in_flight[url] == least]
-        return candidates[next(self._turn) % len(candidates)]
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_retry_delay, self.retry_delay * 2**attempt))
 
+    def preflight(self, raw: bool = False) -> None:
+        """One tiny completion per base URL; a one-line UsageError unless this run can be served.
+
+        A replica that answers with a permanent error (a wrong key, an unknown model, a parameter it
+        rejects) or with something that is not a completion is a configuration error. One that cannot
+        be reached fails the run only when no other one answers; otherwise the run starts without it
+        and probes it again with backoff.
+        """
+        outcomes = asyncio.run(self._preflight(raw))
+        broken = [(r, o) for r, o in outcomes if isinstance(o, _Failure) and (o.permanent or o.reason == "malformed_reply")]
+        if broken:
+            replica, failure = broken[0]
+            raise UsageError(f"--base-url {replica.label} {_with_hint(failure)}")
+        # A server that answers 5xx or slowly is up: the run's retries deal with it.
+        down = [(r, o) for r, o in outcomes if isinstance(o, _Failure) and (o.unreachable or o.reason == "disconnected")]
+        if len(down) == len(outcomes):
+            raise UsageError("no --base-url answers: " + "; ".join(f"{r.label} {_with_hint(o)}" for r, o in down))
+        for replica, failure in down:
+            self._rotation.take_out(replica, failure)
+
+    async def _preflight(self, raw: bool) -> list[tuple[_Replica, Result | _Failure]]:
+        request = Request("preflight", [{"role": "user", "content": PREFLIGHT_PROMPT}], raw=raw, seed=0)
+        body = orjson.dumps(self.payload(request) | {"max_tokens": 1})
+        path = "/completions" if raw else "/chat/completions"
+        timeout = aiohttp.ClientTimeout(total=min(PREFLIGHT_TIMEOUT, self.request_timeout), sock_connect=10.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            outcomes = await asyncio.gather(*(self._attempt(session, replica, request, path, body) for replica in self.replicas))
+            for replica, outcome in zip(self.replicas, outcomes):
+                if isinstance(outcome, _Failure) and outcome.reason == "http_404":
+                    served = await _served_models(session, replica)
+                    if served:
+                        outcome.detail += f" (it serves: {', '.join(served[:10])})"
+        return list(zip(self.replicas, outcomes))
+
     def close(self) -> None:
         """Nothing to release: the session lives only inside `run`."""
+
+
+async def _served_models(session: aiohttp.ClientSession, replica: _Replica) -> list[str]:
+    """The model names a server lists at GET /models, or [] when it does not say."""
+    try:
+        async with session.get(replica.url("/models"), headers=replica.headers) as reply:
+            listed = orjson.loads(await reply.read())["data"] if reply.status == 200 else []
+        return [str(entry["id"]) for entry in listed]
+    except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, KeyError, TypeError):
+        return []
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _with_hint(failure: _Failure) -> str:
+    hint = failure_hint(failure.reason)
+    return failure.text()[:300] + (f"; {hint}" if hint else "")
+
+
+def http_failure(status: int, raw: bytes, retry_after: str | None = None) -> _Failure:
+    """What an HTTP error status means for the request and the replica.
+
+    >>> http_failure(400, b'{"message": "This model\\'s maximum context length is 8192 tokens."}').reason
+    'prompt_too_long'
+    >>> [(f.reason, f.permanent) for f in (http_failure(401, b"bad key"), http_failure(429, b""), http_failure(503, b""))]
+    [('http_401', True), ('http_429', False), ('http_503', False)]
+    """
+    text = raw.decode("utf-8", "replace")
+    too_long = status == 400 and any(marker in text for marker in TOO_LONG_MARKERS)
+    reason = PROMPT_TOO_LONG if too_long else f"http_{status}"
+    return _Failure(
+        reason,
+        text[:300].strip() or f"HTTP {status}",
+        permanent=is_permanent(reason),
+        answered=status < 500,
+        retry_after=parse_retry_after(retry_after),
+    )
 
 
 def parse_reply(request: Request, raw: bytes) -> Result:
@@ -199,16 +485,3 @@ def parse_retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def redact_url(url: str) -> str:
-    """A base URL safe to log: user and password removed.
-
-    >>> redact_url("http://user:secret@gpu-7:8000/v1")
-    'http://gpu-7:8000/v1'
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

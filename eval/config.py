@@ -76,7 +76,7 @@ class EvalConfig:
     prompt_template: str | None = None
     """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
     base_urls: list[str] = field(default_factory=list)
-    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers."""
+    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (read at run time, never printed or written)."""
     concurrency: int = 64

@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from r1distill import __version__
+from r1distill.redact import redact_text
 from r1distill.schema import DROP_GENERATION_ERROR, DROP_INVALID_PROBLEM, PASS_RATE, SFT_SCHEMA
 
 if TYPE_CHECKING:
@@ -139,10 +140,10 @@ Pass-rate histogram (prompts): {json.dumps(stats["pass_rate_histogram"])}
 ## Reproduce
 
 ```
-{" ".join(cfg.command) if cfg.command else "r1distill filter ..."}
+{redact_text(" ".join(cfg.command)) if cfg.command else "r1distill filter ..."}
 ```
 
-Settings: `{json.dumps(settings)}`
+Settings: `{redact_text(json.dumps(settings))}`
 
 Versions: r1distill {__version__}, Python {platform.python_version()}, {", ".join(f"{k} {v}" for k, v in versions.items())}.
 """

@@ -11,11 +11,14 @@ to never lose or repeat finished work:
    that shape rows (ROW_SETTINGS) differ from those in OUT's manifests is refused before anything is
    written. A row is done when its key matches and it either stopped, or was cut off at a budget at
    least as large as this run's. So a rerun after a crash generates only what is missing, a rerun
-   with a larger --max-tokens redoes only the truncated rows, and failed rows are retried.
+   with a larger --max-tokens redoes only the truncated rows, and failed rows are retried, except
+   permanent failures (a 4xx refusal, a prompt too long) without --retry-failed.
 4. Generate the rest with the chosen backend, journaling each result as it arrives (see store.py),
-   behind a live progress bar.
+   behind a live progress bar. A server backend first sends one preflight request and a local model's
+   config is read, before OUT is touched, so a wrong URL, model or key is one line and leaves nothing.
 5. Drop superseded rows, record the run in the manifest (settings, command, versions, counts; every
-   run that wrote to OUT keeps its entry) and print the summary.
+   run that wrote to OUT keeps its entry) and print the summary, which names the most common failure
+   reasons and what to check for each.
 
 `--shard i/N` keeps the prompts whose stable hash falls in part i of N, so N machines can share one OUT.
 """
@@ -31,6 +34,7 @@ import os
 import platform
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -45,9 +49,10 @@ from r1distill import __version__
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
-from r1distill.backends import BACKENDS, Backend, Request, Result, Sampling, make_backend
+from r1distill.backends import BACKENDS, Backend, Request, Result, Sampling, failure_hint, failure_reason, is_permanent, make_backend
 from r1distill.generate.prompts import RAW_TEMPLATES, TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_manifests, read_rows, read_state, record_run
+from r1distill.redact import redact_text, redact_url
 from r1distill.schema import (
     ANSWER,
     FINISH_ERROR,
@@ -99,7 +104,7 @@ class GenerateConfig:
     prompt_template: str | None = None
     """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
     base_urls: list[str] = field(default_factory=list)
-    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers."""
+    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (read at run time, never printed or written)."""
     concurrency: int = 64
@@ -122,6 +127,8 @@ class GenerateConfig:
     """Seconds one request may take before it is retried (openai)."""
     retry_delay: float = 1.0
     """First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins."""
+    retry_failed: bool = False
+    """Also retry rows that failed permanently in an earlier run (a 4xx refusal such as 400 or 401, prompt_too_long)."""
     rows_per_shard: int = 1000
     """Rows per Parquet shard."""
     seconds_per_shard: float = 60.0
@@ -179,9 +186,7 @@ class GenerateConfig:
                 problems.append("--backend openai needs --base-url (for example http://localhost:8000/v1)")
             bad = [url for url in self.base_urls if not url.startswith(("http://", "https://"))]
             if bad:
-                problems.append(f"--base-url must start with http:// or https://, got {bad[0]!r}")
-            if any("@" in url.split("//", 1)[-1].split("/", 1)[0] for url in self.base_urls):
-                problems.append("--base-url must not hold a user or password; put the key in the variable named by --api-key-env")
+                problems.append(f"--base-url must start with http:// or https://, got {redact_text(bad[0])!r}")
         elif self.base_urls:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -228,7 +233,11 @@ class GenerateSummary:
     truncated: int
     """Rows cut off at max_tokens."""
     failed: int
-    """Rows that failed after their retries (retried by the next run)."""
+    """Rows that failed after their retries (retried by the next run, the permanent ones with --retry-failed)."""
+    permanent: int
+    """Of the failed rows, those that failed permanently (a 4xx refusal, prompt_too_long)."""
+    failure_reasons: dict[str, int]
+    """Failed rows per reason code (http_401, timeout, ...), most common first."""
     rejected: int
     """Journal rows that could not be stored, moved to OUT/.journal/rejected-*.jsonl (generated again next run)."""
     completion_tokens: int
@@ -257,6 +266,11 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
         prompts = _my_prompts(cfg)
         plan = _plan(prompts, cfg)
     api_key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
+    backend = None
+    if cfg.backend == "openai":
+        # Before OUT is touched: a wrong URL, model or key is one line, not a folder of failed rows.
+        backend = _backend(cfg, api_key)
+        backend.preflight(raw=cfg.template in RAW_TEMPLATES)
     index, count = cfg.shard_parts()
     out = Path(cfg.output)
     if cfg.backend == "transformers":
@@ -265,11 +279,11 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
         check_model(cfg.model)  # a typo in --model is one line, before OUT is touched
     generated, prefilled_think = 0, None
     with TraceStore(out, f"{index:05d}-of-{count:05d}", _table_builder(prompts), cfg.rows_per_shard, cfg.seconds_per_shard) as store:
-        todo, redo = _pending(plan, read_state(out), cfg.max_tokens)
+        todo, redo = _pending(plan, read_state(out), cfg.max_tokens, cfg.retry_failed)
         _write_manifest(cfg, started, prompts.height)
         log.info("%d prompts x %d samples: %d rows to generate (%d already done)", prompts.height, cfg.num_samples, len(todo), len(plan) - len(todo))
         if todo:
-            backend = _backend(cfg, api_key)
+            backend = backend or _backend(cfg, api_key)
             try:
                 generated, prefilled_think = _drive(backend, todo, store, cfg, total=len(plan))
             finally:
@@ -353,9 +367,9 @@ def _check_settings(cfg: GenerateConfig, out: Path) -> None:
         )
 
 
-def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tuple[list[_Planned], int]:
+def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int, retry_failed: bool) -> tuple[list[_Planned], int]:
     """The planned rows still to generate, and how many of them replace a row already in OUT."""
-    existing = {row[0]: row for row in state.select("id", "request_key", "finish_reason", "max_tokens").iter_rows()}
+    existing = {row[0]: row for row in state.select("id", "request_key", "finish_reason", "max_tokens", "error").iter_rows()}
     conflicts = [p for p in plan if p.request.key in existing and existing[p.request.key][1] != p.request_key]
     if conflicts:
         first = conflicts[0].request.key
@@ -363,17 +377,22 @@ def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int) -> tupl
             f"OUT already holds {len(conflicts)} of these (prompt, sample) rows made with other settings "
             f"(model, template, prompts, temperature, top_p or seed; first: '{first}'); write to a new -o folder"
         )
-    todo, redo = [], 0
+    todo, redo, kept_failures = [], 0, 0
     for planned in plan:
         row = existing.get(planned.request.key)
         if row is None:
             todo.append(planned)
             continue
-        _, _, finish, budget = row
+        _, _, finish, budget, error = row
         if finish == FINISH_STOP or (finish == FINISH_LENGTH and budget >= max_tokens):
+            continue
+        if finish == "error" and not retry_failed and is_permanent(failure_reason(error)):
+            kept_failures += 1
             continue
         todo.append(planned)
         redo += 1
+    if kept_failures:
+        log.info("%d rows failed permanently in an earlier run and are not retried (add --retry-failed to retry them)", kept_failures)
     return todo, redo
 
 
@@ -508,6 +527,7 @@ def _summarize(out: Path, keys: list[str], generated: int, rejected: int, starte
     state = read_state(out).filter(pl.col("id").is_in(keys))
     counts = state["finish_reason"].value_counts()
     by_reason = dict(zip(counts["finish_reason"].to_list(), counts["count"].to_list()))
+    failures = Counter(failure_reason(error) for error in state.filter(pl.col("finish_reason") == "error")["error"].to_list())
     return GenerateSummary(
         output=str(out),
         rows=len(keys),
@@ -515,6 +535,8 @@ def _summarize(out: Path, keys: list[str], generated: int, rejected: int, starte
         generated=generated,
         truncated=by_reason.get(FINISH_LENGTH, 0),
         failed=by_reason.get(FINISH_ERROR, 0),
+        permanent=sum(count for reason, count in failures.items() if is_permanent(reason)),
+        failure_reasons=dict(failures.most_common()),
         rejected=rejected,
         completion_tokens=int(state["completion_tokens"].sum() or 0),
         wall_seconds=(datetime.now(timezone.utc) - started).total_seconds(),
@@ -546,8 +568,6 @@ def _write_manifest(
     `prefilled_think`: the template opened the think block itself, so completions start with the
     `<think>` that generate put back (None when the run generated nothing to tell).
     """
-    from r1distill.backends.openai_compat import redact_url
-
     index, count = cfg.shard_parts()
     options = asdict(cfg)
     options["base_urls"] = [redact_url(url) for url in cfg.base_urls]
@@ -558,7 +578,7 @@ def _write_manifest(
     run = {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat() if summary is not None else None,
-        "command": [redact_url(arg) if arg.startswith(("http://", "https://")) else arg for arg in cfg.command],
+        "command": [redact_text(arg) for arg in cfg.command],
         "options": options,
         "prefilled_think": prefilled_think,
         "versions": _versions(cfg.backend),
@@ -633,3 +653,26 @@ def print_summary(summary: GenerateSummary) -> None:
             ("wall time", f"{summary.wall_seconds:,.1f} s"),
         ],
     )
+
+
+def failure_report(summary: GenerateSummary, top: int = 3) -> str:
+    """One line on the failed rows: the most common reasons, what to check for each, and how to retry.
+
+    >>> s = GenerateSummary("out", 4, 4, 4, 0, failed=3, permanent=2, failure_reasons={"http_401": 2, "timeout": 1},
+    ...                     rejected=0, completion_tokens=0, wall_seconds=0.0)
+    >>> print(failure_report(s))
+    3 requests failed: 2 http_401 (check the API key in the variable that --api-key-env names), 1 timeout (the server is slow: raise --request-timeout or lower --concurrency). Rerun the same command to retry them; the 2 permanent failures (4xx, prompt_too_long) only with --retry-failed.
+    """
+    parts = []
+    for reason, count in list(summary.failure_reasons.items())[:top]:
+        hint = failure_hint(reason)
+        parts.append(f"{count:,} {reason}" + (f" ({hint})" if hint else ""))
+    if len(summary.failure_reasons) > top:
+        parts.append(f"{sum(list(summary.failure_reasons.values())[top:]):,} other")
+    line = f"{summary.failed:,} requests failed: {', '.join(parts)}."
+    if summary.permanent == summary.failed:
+        return f"{line} These are permanent; fix the cause, then rerun with --retry-failed."
+    retry = " Rerun the same command to retry them"
+    if summary.permanent:
+        retry += f"; the {summary.permanent:,} permanent failures (4xx, prompt_too_long) only with --retry-failed"
+    return f"{line}{retry}."

@@ -46,7 +46,7 @@ T = TypeVar("T")
 JOURNAL_DIR = ".journal"
 SHARD_GLOB = "traces-*.parquet"
 MANIFEST_GLOB = "manifest*.json"
-STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "created_at"]
+STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "error", "created_at"]
 # How a row that does not fit the table fails to convert (wrong type, missing column, null in a required one).
 CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, KeyError, OverflowError)
 # A shard can vanish between listing and reading when another worker's compaction drops it; list again.
@@ -74,6 +74,7 @@ def read_state(out: Path) -> pl.DataFrame:
                 "finish_reason": pl.String,
                 "max_tokens": pl.Int32,
                 "completion_tokens": pl.Int32,
+                "error": pl.String,
                 "created_at": pl.Datetime("us", "UTC"),
             }
         )

@@ -1,6 +1,7 @@
-"""A local OpenAI-compatible server for tests, with fault injection driven by the prompt text.
+"""Local OpenAI-compatible servers for tests: an aiohttp one with fault injection, and Python's http.server.
 
-Directives in a prompt's text pick the behaviour of the requests for it:
+`FakeOpenAI` picks its behaviour for a request from directives in the prompt text:
+
     [[500x2]]       the first 2 attempts answer HTTP 500
     [[429x1]]       the first attempt answers 429 with Retry-After: 1
     [[slowx1]]      the first attempt sleeps `slow_seconds` before answering (past the client's timeout)
@@ -8,12 +9,19 @@ Directives in a prompt's text pick the behaviour of the requests for it:
     [[badjsonx1]]   the first attempt answers 200 with a body that is not JSON
     [[fail]]        every attempt answers 500
     [[401echo]]     answers 401 echoing the Authorization header, as some APIs do
+    [[400]]         answers 400 (a request the server refuses as it is)
+    [[toolong]]     answers 400 with vLLM's message for a prompt longer than the context
     [[reasoning]]   returns the thinking in `reasoning_content`, not inline
     [[length]]      finish_reason "length"
     [[textusage]]   usage counts as text: completion_tokens "seventeen", prompt_tokens "11"
     [[cut]]         raw text (completions endpoint): thinking that never closes, finish_reason "length",
                     unless the prompt already closed it (a forced continuation): then " 42", stop
-Everything else answers at once with an inline <think> block and a boxed answer.
+Everything else answers at once with an inline <think> block and a boxed answer. With `model` set, a
+request for another model gets OpenAI's 404. The client's preflight request is answered like any
+other but recorded in `preflights`, not in `requests` and `attempts`.
+
+`BacklogServer` is Python's own ThreadingHTTPServer with its accept backlog of 5 (and HTTP/1.0, a new
+connection per request): the modest server that hundreds of simultaneous connections flood.
 """
 
 from __future__ import annotations
@@ -25,8 +33,11 @@ import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiohttp import web
+
+from r1distill.backends.openai_compat import PREFLIGHT_PROMPT
 
 DIRECTIVE = re.compile(r"\[\[(\w+?)(?:x(\d+))?\]\]")
 
@@ -37,9 +48,12 @@ class FakeOpenAI:
 
     delay: float = 0.0
     slow_seconds: float = 5.0
+    model: str | None = None
+    """The only model served (any when None)."""
     attempts: Counter = field(default_factory=Counter)
     served: int = 0
     requests: list[dict] = field(default_factory=list)
+    preflights: list[dict] = field(default_factory=list)
 
     def start(self) -> FakeOpenAI:
         self._sock = socket.socket()
@@ -53,6 +67,9 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
+        """Close the server (connections to it are refused from then on); stopping twice is harmless."""
+        if not self._thread.is_alive():
+            return
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -62,17 +79,29 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.SockSite(self._runner, self._sock).start())
         ready.set()
         self._loop.run_forever()
 
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model or "any", "object": "model"}]})
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         chat = request.path.endswith("/chat/completions")
         text = body["messages"][-1]["content"] if chat else body["prompt"]
-        self.requests.append({"path": request.path, "authorization": request.headers.get("Authorization"), "body": body})
+        seen = {"path": request.path, "query": request.query_string, "authorization": request.headers.get("Authorization"), "body": body}
+        if self.model and body["model"] != self.model:
+            message = f"The model `{body['model']}` does not exist or you do not have access to it."
+            return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}}, status=404)
+        if text == PREFLIGHT_PROMPT:
+            self.preflights.append(seen)
+            choice = {"message": {"role": "assistant", "content": "OK"}} if chat else {"text": "OK"}
+            return web.json_response({"choices": [choice | {"finish_reason": "length"}]})
+        self.requests.append(seen)
         self.attempts[text] += 1
         attempt = self.attempts[text]
         directives = {name: int(count) if count else None for name, count in DIRECTIVE.findall(text)}
@@ -95,6 +124,11 @@ class FakeOpenAI:
             return web.Response(status=200, text="{not json", content_type="application/json")
         if "401echo" in directives:
             return web.Response(status=401, text=f"Incorrect API key provided: {request.headers.get('Authorization')}")
+        if "400" in directives:
+            return web.json_response({"object": "error", "message": "temperature must be at most 2", "code": 400}, status=400)
+        if "toolong" in directives:
+            message = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens."
+            return web.json_response({"object": "error", "message": message, "type": "BadRequestError", "code": 400}, status=400)
         thinking = f"Thinking about: {text[:40]}"
         answer = "The answer is \\boxed{42}."
         finish = "length" if "length" in directives else "stop"
@@ -111,3 +145,56 @@ class FakeOpenAI:
         usage = {"prompt_tokens": "11", "completion_tokens": "seventeen"} if "textusage" in directives else {"prompt_tokens": 11, "completion_tokens": 17}
         payload = {"id": "cmpl-test", "object": "chat.completion", "choices": [choice], "usage": usage}
         return web.Response(text=json.dumps(payload), content_type="application/json")
+
+
+COMPLETION = json.dumps(
+    {
+        "object": "chat.completion",
+        "choices": [{"message": {"role": "assistant", "content": "<think>\nShort.\n</think>\n\n\\boxed{42}"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 5},
+    }
+).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(COMPLETION)))
+        self.end_headers()
+        self.wfile.write(COMPLETION)
+        with self.server.lock:
+            self.server.served += 1
+
+    def log_message(self, format: str, *args) -> None:
+        """Silent: a test's output is its assertions."""
+
+
+class BacklogServer(ThreadingHTTPServer):
+    """http.server answering every POST with the same completion; `url` is the base URL, `served` the POSTs answered."""
+
+    request_queue_size = 5
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
+        self.served = 0
+        self.lock = threading.Lock()
+
+    def start(self) -> BacklogServer:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def dead_url() -> str:
+    """A base URL on a local port that nothing listens on: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"

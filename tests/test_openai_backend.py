@@ -87,7 +87,7 @@ def test_requests_that_keep_failing_are_recorded_then_retried_next_run(tmp_path,
     traces, summary = _run(tmp_path, fake_server, ["ok", "broken [[fail]]"], max_retries=2)
     failed = traces.filter(pl.col("finish_reason") == "error")
     assert failed["id"].to_list() == ["p1:0"]
-    assert "HTTP 500" in failed["error"][0] and "3 attempts" in failed["error"][0]
+    assert failed["error"][0] == "http_500: internal error (3 attempts)"
     assert summary.failed == 1
     before = len(fake_server.requests)
     _, again = _run(tmp_path, fake_server, ["ok", "broken [[fail]]"], max_retries=0)
@@ -127,4 +127,4 @@ def test_api_key_never_reaches_output_logs_or_files(tmp_path, fake_server):
     for path in written:
         assert secret.encode() not in path.read_bytes(), path
     errors = pl.read_parquet(out / "*.parquet").filter(pl.col("finish_reason") == "error")["error"].to_list()
-    assert errors == ["HTTP 401: Incorrect API key provided: Bearer ***"]
+    assert errors == ["http_401: Incorrect API key provided: Bearer ***"]

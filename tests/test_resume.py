@@ -195,11 +195,12 @@ def test_input_columns_named_like_trace_columns_are_carried_under_another_name(t
     assert (row["model"], row["input_model"], row["input_prompt"]) == ("t", "someone", "raw prompt")
 
 
-def test_credentials_in_a_base_url_are_refused(tmp_path, fake_server):
+def test_credentials_of_a_base_url_that_does_not_answer_stay_out_of_the_error(tmp_path, fake_server):
     cfg = _cfg(tmp_path, fake_server, ["a"])
-    cfg.base_urls = ["http://user:secret@127.0.0.1:1/v1"]
-    with pytest.raises(UsageError, match="must not hold a user or password"):
+    cfg.base_urls = ["http://user:secret-pass@127.0.0.1:1/v1?key=secret-key"]
+    with pytest.raises(UsageError, match="no --base-url answers") as refused:
         generate(cfg)
+    assert "http://***@127.0.0.1:1/v1?key=***" in str(refused.value) and "secret" not in str(refused.value)
     assert not Path(cfg.output).exists()
 
 
