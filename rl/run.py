@@ -223,7 +223,6 @@ def _grpo_config(cfg: RLConfig, weights: list[float]):
 def build_trainer(plan: Plan):
     """Step 2: load the policy and build TRL's GRPOTrainer with the wrapped rewards."""
     import datasets
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
     cfg, tokenizer = plan.cfg, plan.tokenizer
@@ -244,19 +243,12 @@ def build_trainer(plan: Plan):
         peft_config=policy.lora_config(cfg, tokenizer, plan.added_tokens),
         callbacks=[MetricsLog(cfg.output, extra=lambda: {"samples": rollouts.samples(cfg.log_samples)}), TrainProgress("reward")],
     )
-    # transformers' own bar and log printer would print to stdout; TrainProgress replaces both.
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
     return trainer
 
 
 def train(trainer, plan: Plan) -> None:
     """Step 3: train (from the last checkpoint with --resume), recording the run in OUT first."""
-    if trainer.is_world_process_zero():
-        output.start(Path(plan.cfg.output), plan.checkpoint, _record(plan, finished=None))
-    if plan.checkpoint:
-        log.info("resuming from %s", plan.checkpoint)
-    trainer.train(resume_from_checkpoint=plan.checkpoint)
+    output.train(trainer, Path(plan.cfg.output), plan.checkpoint, _record(plan, finished=None))
 
 
 def _record(plan: Plan, finished: dict | None) -> dict:

@@ -90,3 +90,19 @@ def start(out: Path, checkpoint: str | None, record: dict) -> None:
 
 def write_run(out: Path, record: dict) -> None:
     (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def train(trainer, out: Path, checkpoint: str | None, record: dict) -> None:
+    """Train (from `checkpoint` with --resume) with r1distill's progress bar, recording the run in OUT first.
+
+    transformers' own bar and log printer would print to stdout; the stage's TrainProgress replaces both.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if trainer.is_world_process_zero():
+        start(out, checkpoint, record)
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
