@@ -19,7 +19,6 @@ import re
 import unicodedata
 
 import polars as pl
-from datasketch import MinHash, MinHashLSH
 
 from r1distill.errors import UsageError
 from r1distill.schema import PROBLEM, PROMPT_ID
@@ -85,6 +84,9 @@ def near_duplicates(
     >>> near_duplicates(prompts)["duplicate_of"].to_list()
     [None, 'a', None]
     """
+    # Imported here: datasketch pulls in SciPy (0.3 s), which only near dedup needs.
+    from datasketch import MinHash, MinHashLSH
+
     try:
         index = MinHashLSH(threshold=threshold, num_perm=num_perm)
     except ValueError as err:  # out of [0, 1], or too close to 1 to leave two LSH bands
