@@ -27,32 +27,29 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import importlib.util
 import logging
 import os
-import platform
 import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 import polars as pl
 import pyarrow as pa
 
-from r1distill import __version__
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
 from r1distill.backends import BACKENDS, Backend, Request, Result, Sampling, failure_hint, failure_reason, is_permanent, make_backend
+from r1distill.generate.manifest import check_settings, key_settings, request_key, write_manifest
 from r1distill.generate.prompts import RAW_TEMPLATES, TEMPLATES, build_messages
-from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_manifests, read_rows, read_state, record_run
-from r1distill.redact import redact_text, redact_url
+from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_state
+from r1distill.redact import redact_text
 from r1distill.schema import (
     ANSWER,
     FINISH_ERROR,
@@ -69,10 +66,6 @@ from r1distill.schema import (
 )
 
 log = logging.getLogger(__name__)
-
-# The settings that shape a row: one OUT holds rows made with one value of each. Budget, sample count
-# and everything about how requests are sent (URLs, concurrency, batches) may change between runs.
-ROW_SETTINGS = ("model", "template", "system", "prompt_template", "temperature", "top_p", "seed")
 
 
 @dataclass
@@ -259,7 +252,7 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     """Run the generate stage (see the module docstring); the CLI and the Python API both call this."""
     started = datetime.now(timezone.utc)
     cfg.check()
-    _check_settings(cfg, Path(cfg.output))
+    check_settings(cfg, Path(cfg.output))
     if cfg.backend == "vllm" and cfg.data_parallel_size > 1:
         return _data_parallel(cfg, started)
     with _fewer_collections():
@@ -280,7 +273,7 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     generated, prefilled_think = 0, None
     with TraceStore(out, f"{index:05d}-of-{count:05d}", _table_builder(prompts), cfg.rows_per_shard, cfg.seconds_per_shard) as store:
         todo, redo = _pending(plan, read_state(out), cfg.max_tokens, cfg.retry_failed)
-        _write_manifest(cfg, started, prompts.height)
+        write_manifest(cfg, started, prompts.height)
         log.info("%d prompts x %d samples: %d rows to generate (%d already done)", prompts.height, cfg.num_samples, len(todo), len(plan) - len(todo))
         if todo:
             backend = backend or _backend(cfg, api_key)
@@ -294,7 +287,7 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
             store.compact()
         # Under the lock, so a rerun cannot record its start in between and lose this entry.
         summary = _summarize(out, [p.request.key for p in plan], generated, store.rejected, started)
-        _write_manifest(cfg, started, prompts.height, summary, prefilled_think)
+        write_manifest(cfg, started, prompts.height, summary, prefilled_think)
     return summary
 
 
@@ -308,63 +301,17 @@ def _my_prompts(cfg: GenerateConfig) -> pl.DataFrame:
 
 
 def _plan(prompts: pl.DataFrame, cfg: GenerateConfig) -> list[_Planned]:
-    settings = _key_settings(cfg)
+    settings = key_settings(cfg)
     raw = cfg.template in RAW_TEMPLATES
     plan = []
     for prompt_id, problem, answer in zip(prompts[PROMPT_ID].to_list(), prompts[PROBLEM].to_list(), prompts[ANSWER].to_list()):
         messages = build_messages(problem, cfg.template, cfg.system, cfg.prompt_template)
-        key = _request_key(settings, prompt_id, messages)
+        key = request_key(settings, prompt_id, messages)
         first_seed = int(key[:8], 16)
         for sample in range(cfg.num_samples):
             request = Request(trace_id(prompt_id, sample), messages, raw, (first_seed + sample) & 0x7FFFFFFF)
             plan.append(_Planned(prompt_id, sample, problem, answer, request, key))
     return plan
-
-
-def _key_settings(cfg: GenerateConfig) -> bytes:
-    """The ROW_SETTINGS a request key hashes besides the messages (system and prompt template are in those)."""
-    return orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed])
-
-
-def _request_key(settings: bytes, prompt_id: str, messages: list[dict[str, str]]) -> str:
-    # The sample index is in the row id, so one key per prompt covers every setting that matters.
-    return hashlib.sha256(settings + orjson.dumps([prompt_id, messages])).hexdigest()[:32]
-
-
-def _row_settings(cfg: GenerateConfig) -> dict:
-    return {name: getattr(cfg, name) for name in ROW_SETTINGS}
-
-
-def _check_settings(cfg: GenerateConfig, out: Path) -> None:
-    """Refuse an OUT whose rows were made with other ROW_SETTINGS, before anything is written to it.
-
-    Every manifest (one per --shard) records them. An OUT without one (its first run was killed by an
-    older version, say) is checked through its rows: the key each would get from this run's settings.
-    """
-    manifests = read_manifests(out)
-    wanted = _row_settings(cfg)
-    for path, manifest in manifests:
-        recorded = manifest.get("settings") or {}
-        differ = [
-            f"{name} {recorded[name]!r} there, {wanted[name]!r} now"
-            for name in ROW_SETTINGS
-            if name in recorded and recorded[name] != wanted[name]
-        ]
-        if differ:
-            raise UsageError(f"-o {out} holds traces made with other settings ({', '.join(differ)}; see {path.name}); write to a new -o folder")
-    rows = None if manifests else read_rows(out, [PROMPT_ID, PROBLEM, "request_key"])
-    if rows is None:
-        return
-    settings = _key_settings(cfg)
-    other = sum(
-        _request_key(settings, prompt_id, build_messages(problem, cfg.template, cfg.system, cfg.prompt_template)) != key
-        for prompt_id, problem, key in rows.unique().iter_rows()
-    )
-    if other:
-        raise UsageError(
-            f"-o {out} holds traces of {other} prompts made with other settings "
-            "(model, template, system or prompt template, temperature, top_p or seed); write to a new -o folder"
-        )
 
 
 def _pending(plan: list[_Planned], state: pl.DataFrame, max_tokens: int, retry_failed: bool) -> tuple[list[_Planned], int]:
@@ -543,52 +490,6 @@ def _summarize(out: Path, keys: list[str], generated: int, rejected: int, starte
     )
 
 
-def _versions(backend: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = ["polars", "pyarrow", "aiohttp"] if backend == "openai" else ["torch", "transformers", "polars", "pyarrow"]
-    if backend == "vllm":
-        names.append("vllm")
-    found = {"r1distill": __version__, "python": platform.python_version()}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
-def _write_manifest(
-    cfg: GenerateConfig, started: datetime, prompts: int, summary: GenerateSummary | None = None, prefilled_think: bool | None = None
-) -> None:
-    """Record this run in its shard's manifest: when it starts writing (no summary) and, with its counts, when it ends.
-
-    A run that is killed keeps its entry with finished_at null, so the manifest names every run
-    whose rows may be in the folder, and the ROW_SETTINGS that every one of them shared.
-    `prefilled_think`: the template opened the think block itself, so completions start with the
-    `<think>` that generate put back (None when the run generated nothing to tell).
-    """
-    index, count = cfg.shard_parts()
-    options = asdict(cfg)
-    options["base_urls"] = [redact_url(url) for url in cfg.base_urls]
-    options.pop("command")
-    counts = {"prompts": prompts}
-    if summary is not None:
-        counts |= {k: v for k, v in asdict(summary).items() if k != "output"}
-    run = {
-        "started_at": started.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat() if summary is not None else None,
-        "command": [redact_text(arg) for arg in cfg.command],
-        "options": options,
-        "prefilled_think": prefilled_think,
-        "versions": _versions(cfg.backend),
-        "counts": counts,
-    }
-    header = {"stage": "generate", "settings": _row_settings(cfg), "shard": {"index": index, "count": count}}
-    name = "manifest.json" if count == 1 else f"manifest-{index:05d}-of-{count:05d}.json"
-    record_run(Path(cfg.output) / name, header, run)
-
-
 def rank_shards(shard: str, parts: int) -> list[str]:
     """The --shard of each data-parallel rank: together exactly the prompts of `shard`.
 
@@ -631,7 +532,7 @@ def _data_parallel(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
     prompts = _my_prompts(cfg)
     keys = [trace_id(pid, s) for pid in prompts[PROMPT_ID].to_list() for s in range(cfg.num_samples)]
     summary = _summarize(Path(cfg.output), keys, 0, 0, started)
-    _write_manifest(cfg, started, prompts.height, summary)
+    write_manifest(cfg, started, prompts.height, summary)
     return summary
 
 
