@@ -38,6 +38,7 @@ from r1distill.errors import UsageError
 from r1distill.training import model as student
 from r1distill.training import output
 from r1distill.training.callbacks import MetricsLog, TrainProgress
+from r1distill.training.recipe import trainer_arguments
 from r1distill.training.card import model_card, template_section
 
 log = logging.getLogger(__name__)
@@ -114,40 +115,21 @@ def plan_run(cfg: SFTConfig) -> Plan:
 
 def build_trainer(plan: Plan):
     """Step 2: load the student and build TRL's SFTTrainer on the tokenized rows."""
-    import torch
     from trl import SFTConfig as TRLConfig
     from trl import SFTTrainer
 
     cfg, tokenizer = plan.cfg, plan.tokenizer
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     evaluating = plan.eval is not None
     # Built before the weights load: under ZeRO-3 from_pretrained then loads them sharded.
     args = TRLConfig(
-        output_dir=cfg.output,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler,
-        lr_scheduler_kwargs={"min_lr_rate": 0.1} if cfg.lr_scheduler == "cosine_with_min_lr" else None,
-        warmup_steps=cfg.warmup_ratio,
-        per_device_train_batch_size=cfg.batch_size,
+        **trainer_arguments(cfg),
         per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        bf16=bf16,
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if evaluating else "no",
         eval_steps=cfg.eval_steps or cfg.save_steps,
-        seed=cfg.seed,
-        report_to=cfg.report_to or "none",
         max_length=cfg.max_length,
         packing=cfg.packing,
         packing_strategy="bfd",
         use_liger_kernel=cfg.use_liger_kernel,
-        disable_tqdm=True,
-        dataloader_pin_memory=torch.cuda.is_available(),
     )
     model = student.load(plan.model_path, tokenizer, plan.end_of_turn, cfg.attn_implementation)
     trainer = SFTTrainer(

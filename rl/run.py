@@ -45,6 +45,7 @@ from r1distill.schema import THINK_CLOSE, THINK_OPEN
 from r1distill.training import model as policy
 from r1distill.training import output
 from r1distill.training.callbacks import MetricsLog, TrainProgress
+from r1distill.training.recipe import trainer_arguments
 from r1distill.training.card import model_card, template_section
 from r1distill.training.template import Template, generation_prompt_tail, missing_tokens, rl_template, turn_end_token
 
@@ -178,20 +179,11 @@ def _grpo_config(cfg: RLConfig, weights: list[float]):
 
     Built before the weights load: under ZeRO-3 from_pretrained then loads them sharded.
     """
-    import torch
     from trl import GRPOConfig
 
     try:
         return GRPOConfig(
-            output_dir=cfg.output,
-            learning_rate=cfg.lr,
-            lr_scheduler_type=cfg.lr_scheduler,
-            lr_scheduler_kwargs={"min_lr_rate": 0.1} if cfg.lr_scheduler == "cosine_with_min_lr" else None,
-            warmup_steps=cfg.warmup_ratio,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps or -1,
+            **trainer_arguments(cfg),
             num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature,
@@ -202,18 +194,9 @@ def _grpo_config(cfg: RLConfig, weights: list[float]):
             scale_rewards=cfg.scale_rewards,
             mask_truncated_completions=cfg.mask_truncated_completions,
             reward_weights=weights,
-            activation_checkpointing=cfg.gradient_checkpointing,
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
             use_vllm=cfg.use_vllm,
             vllm_mode=cfg.vllm_mode,
             vllm_server_base_url=cfg.vllm_server_url,
-            logging_steps=cfg.logging_steps,
-            save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit,
-            seed=cfg.seed,
-            report_to=cfg.report_to or "none",
-            disable_tqdm=True,
-            dataloader_pin_memory=torch.cuda.is_available(),
             **cfg.trl,
         )
     except (TypeError, ValueError) as err:

@@ -69,3 +69,32 @@ def coerce(value, kind, where: str):
         return kind(value) if kind is not int else int(float(value))
     except (TypeError, ValueError):
         raise UsageError(f"{where} must be {kind.__name__}, got {value!r}") from None
+
+
+def trainer_arguments(cfg) -> dict:
+    """The TrainingArguments that sft and rl set the same way from their settings (same field names).
+
+    bf16 on GPUs that have it (fp32 on the CPU); no tqdm, r1distill's TrainProgress draws the bar.
+    """
+    import torch
+
+    return {
+        "output_dir": cfg.output,
+        "learning_rate": cfg.lr,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "lr_scheduler_kwargs": {"min_lr_rate": 0.1} if cfg.lr_scheduler == "cosine_with_min_lr" else None,
+        "warmup_steps": cfg.warmup_ratio,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "num_train_epochs": cfg.epochs,
+        "max_steps": cfg.max_steps or -1,
+        "activation_checkpointing": cfg.gradient_checkpointing,
+        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        "logging_steps": cfg.logging_steps,
+        "save_steps": cfg.save_steps,
+        "save_total_limit": cfg.save_total_limit,
+        "seed": cfg.seed,
+        "report_to": cfg.report_to or "none",
+        "disable_tqdm": True,
+        "dataloader_pin_memory": torch.cuda.is_available(),
+    }
