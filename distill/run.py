@@ -33,7 +33,7 @@ from r1distill import hub
 from r1distill.console import summary_table
 from r1distill.distill.config import RESUMABLE, SFTConfig
 from r1distill.distill.data import DataStats, load_conversations, tokenize
-from r1distill.training.template import Template, choose_template, end_of_turn_token, missing_tokens, parity
+from r1distill.training.template import Template, choose_template, end_of_turn_token, install, parity
 from r1distill.errors import UsageError
 from r1distill.training import model as student
 from r1distill.training import output
@@ -97,12 +97,7 @@ def plan_run(cfg: SFTConfig) -> Plan:
     student.check_lora_targets(cfg, model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     template = choose_template(tokenizer, cfg.template, conversations, kinds)
-    added = missing_tokens(tokenizer, template)
-    if added:
-        tokenizer.add_tokens(added, special_tokens=True)
-        log.info("added the special tokens %s to the tokenizer (the embeddings grow to match)", ", ".join(added))
-    tokenizer.chat_template = template.text
-    log.info("chat template: %s (%s)", template.name, template.reason)
+    added = install(tokenizer, template)
     try:
         statement = parity(tokenizer, template.text, conversations, kinds)
     except ValueError as err:

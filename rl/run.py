@@ -47,7 +47,7 @@ from r1distill.training import output
 from r1distill.training.callbacks import MetricsLog, TrainProgress
 from r1distill.training.recipe import trainer_arguments
 from r1distill.training.card import model_card, template_section
-from r1distill.training.template import Template, generation_prompt_tail, missing_tokens, rl_template, turn_end_token
+from r1distill.training.template import Template, generation_prompt_tail, install, rl_template, turn_end_token
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,7 @@ def plan_run(cfg: RLConfig) -> Plan:
     template, added, end_of_turn, prefilled = None, [], None, False
     if cfg.template == "chat":
         template = rl_template(tokenizer)
-        added = missing_tokens(tokenizer, template)
-        if added:
-            tokenizer.add_tokens(added, special_tokens=True)
-            log.info("added the special tokens %s to the tokenizer (the embeddings grow to match)", ", ".join(added))
-        tokenizer.chat_template = template.text
-        log.info("chat template: %s (%s)", template.name, template.reason)
+        added = install(tokenizer, template)
         tail = generation_prompt_tail(tokenizer, template.text)
         if THINK_CLOSE in tail and any(rule.name == "format" for rule in rules):
             raise UsageError(

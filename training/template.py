@@ -188,9 +188,16 @@ def end_of_turn_token(tokenizer, template: str) -> str:
     return next(tokenizer.convert_ids_to_tokens(t) for t in reversed(trained) if tokenizer.decode([t]).strip())
 
 
-def missing_tokens(tokenizer, template: Template) -> list[str]:
-    """The special tokens r1distill's template needs that the tokenizer does not encode as one token."""
-    if template.name != "r1distill":
-        return []
-    vocab = tokenizer.get_vocab()
-    return [t for t in (IM_START, IM_END) if t not in vocab or tokenizer.encode(t, add_special_tokens=False) != [vocab[t]]]
+def install(tokenizer, template: Template) -> list[str]:
+    """Make `template` the tokenizer's chat template, first adding the special tokens r1distill's template
+    needs that the tokenizer does not encode as one token; returns those tokens (the embeddings must grow)."""
+    added = []
+    if template.name == "r1distill":
+        vocab = tokenizer.get_vocab()
+        added = [t for t in (IM_START, IM_END) if t not in vocab or tokenizer.encode(t, add_special_tokens=False) != [vocab[t]]]
+    if added:
+        tokenizer.add_tokens(added, special_tokens=True)
+        log.info("added the special tokens %s to the tokenizer (the embeddings grow to match)", ", ".join(added))
+    tokenizer.chat_template = template.text
+    log.info("chat template: %s (%s)", template.name, template.reason)
+    return added
