@@ -49,6 +49,9 @@ def funnel_stats(scored: pl.DataFrame, prompt_drops: pl.DataFrame, kept: dict[st
     }
 
 
+# The verdicts that pass a check; every other one (a failure, or "cannot verify": timeout, no_gold...) does not.
+PASSING = frozenset({"correct", "ok", "consistent", "complete"})
+
 # What to change when most rows fail one check the same way: (check, verdict) -> advice.
 _HINTS = {
     ("format", "missing_think"): "the teacher never opened a <think> block (chat models without reasoning do not): drop the "
@@ -76,7 +79,9 @@ def _hints(scored: pl.DataFrame, cfg: FilterConfig) -> list[str]:
     judged = scored.filter(pl.col("drop_reason").is_in([DROP_GENERATION_ERROR, DROP_INVALID_PROBLEM]).fill_null(False).not_())
     hints = []
     for check in cfg.checks:
-        failing = judged.filter(pl.col("failed_check") == check)
+        # Every row that fails this check, not only those it failed first: a teacher that never writes
+        # <think> must be named even when its answers are also wrong.
+        failing = judged.filter(~pl.col(f"{check}_verdict").is_in(list(PASSING)))
         if judged.height == 0 or failing.height * 2 < judged.height:
             continue
         verdict = failing[f"{check}_verdict"].mode().sort()[0]

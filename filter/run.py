@@ -42,7 +42,7 @@ from r1distill.console import RowProgress, summary_table
 from r1distill.data import read_table
 from r1distill.errors import UsageError, first_line
 from r1distill import rewards
-from r1distill.filter.card import dataset_card, funnel_stats
+from r1distill.filter.card import PASSING, dataset_card, funnel_stats
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
 from r1distill.filter.write import follow_umask, load_non_reasoning, write_sft
@@ -396,9 +396,6 @@ def _judge(rows: pl.DataFrame, rules: dict[str, rewards.Rule | rewards.Accuracy]
             pl.Series(f"{check}_verdict", [j.verdict for j in judged[check]], pl.String),
         )
     return out.with_columns(pl.Series("failed_check", failed, pl.String))
-
-
-PASSING = frozenset({"correct", "ok", "consistent", "complete"})
 
 
 def _passes(judgement: rewards.Judgement) -> bool:

@@ -145,3 +145,16 @@ def test_no_hint_when_only_a_minority_fails_a_check(tmp_path):
     filter_traces(FilterConfig(str(folder), str(tmp_path / "out"), workers=1))
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["dropped"] == {"format": 3} and stats["hints"] == []
+
+
+def test_a_check_most_rows_fail_is_named_even_when_another_check_fails_them_first(tmp_path):
+    # What `make demo` gives: no <think> anywhere, and wrong answers too (accuracy is checked first).
+    folder = _smollm2_like_traces(tmp_path, 8)
+    table = pl.read_parquet(folder / "traces-0.parquet")
+    table.with_columns(pl.lit("The answer is \\boxed{-1}.").alias("completion")).write_parquet(folder / "traces-0.parquet")
+    filter_traces(FilterConfig(str(folder), str(tmp_path / "out"), workers=1))
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["dropped"] == {"accuracy": 8}
+    assert [hint.split(":")[0] for hint in stats["hints"]] == [
+        "8 of 8 rows fail the accuracy check (incorrect)", "8 of 8 rows fail the format check (missing_think)"
+    ]
