@@ -104,13 +104,13 @@ def _field_docs(config: type) -> dict[str, str]:
     return docs
 
 
-def _options(config: type, argument: str, names: dict[str, tuple[str, ...]], choices: dict[str, tuple[str, ...]]) -> list[inspect.Parameter]:
+def _options(config: type, argument: str, choices: dict[str, tuple[str, ...]]) -> list[inspect.Parameter]:
     """Typer parameters for every field of `config` but `command` and those marked `metadata={"cli": False}`:
     an option is written once, in the dataclass.
 
     The field's type and default become the option's, its doc the help text, `choices` are listed in
-    the help, and `names` replace the default `--field-name` (a list field is repeated:
-    `--check accuracy --check format`).
+    the help, and the field's `metadata={"flags": (...)}` replace the default `--field-name` (a list
+    field is repeated: `--check accuracy --check format`).
     """
     docs = _field_docs(config)
     hints = typing.get_type_hints(config)
@@ -138,21 +138,21 @@ def _options(config: type, argument: str, names: dict[str, tuple[str, ...]], cho
         if field.name == argument:
             info = typer.Argument(help=help, metavar=field.name.upper(), show_default=False)
         else:
-            declared = names.get(field.name, ("--" + field.name.replace("_", "-"),))
+            declared = field.metadata.get("flags", ("--" + field.name.replace("_", "-"),))
             info = typer.Option(*declared, help=help, show_default=default not in (None, inspect.Parameter.empty))
         params.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, info]))
     return params
 
 
 def _stage_command(
-    config: type, *, argument: str, names: dict, choices: dict, recipe: Callable[[str], dict] | None = None
+    config: type, *, argument: str, choices: dict, recipe: Callable[[str], dict] | None = None
 ) -> Callable[[Callable], Callable]:
     """Turn `body(cfg)` into a Typer command whose options are the fields of `config` (see `_options`).
 
     With `recipe` (a reader of a settings file), the command also takes `--config FILE`: the file's
     settings replace the defaults, and options typed on the command line win over the file.
     """
-    params = _options(config, argument, names, choices)
+    params = _options(config, argument, choices)
     if recipe is not None:
         info = typer.Option("--config", help="YAML recipe of settings (any option above, with _ for -); options given here win over it.", show_default=False)
         params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], info]))
@@ -192,7 +192,6 @@ def _stage_command(
 @_stage_command(
     GenerateConfig,
     argument="input",
-    names={"output": ("--output", "-o"), "model": ("--model", "-m"), "num_samples": ("--num-samples", "-n"), "base_urls": ("--base-url",)},
     choices={"backend": BACKENDS, "template": TEMPLATES},
 )
 def generate(cfg: GenerateConfig) -> None:
@@ -218,7 +217,6 @@ def generate(cfg: GenerateConfig) -> None:
 @_stage_command(
     FilterConfig,
     argument="input",
-    names={"output": ("--output", "-o"), "checks": ("--check",)},
     choices={
         "checks": CHECKS, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS), "dedup": DEDUP_MODES,
         "no_think": NO_THINK_STYLES,
@@ -242,7 +240,6 @@ def filter_(cfg: FilterConfig) -> None:
 @_stage_command(
     SFTConfig,
     argument="input",
-    names={"output": ("--output", "-o"), "model": ("--model", "-m"), "packing": ("--packing/--no-packing",)},
     choices={"template": SFT_TEMPLATES, "lr_scheduler": SCHEDULERS, "report_to": REPORTERS},
     recipe=read_recipe,
 )
@@ -266,10 +263,6 @@ def sft(cfg: SFTConfig) -> None:
 @_stage_command(
     EvalConfig,
     argument="benchmark",
-    names={
-        "output": ("--output", "-o"), "models": ("--model", "-m"), "num_samples": ("--num-samples", "-n"), "base_urls": ("--base-url",),
-        "thinking_budget": ("--thinking-budget",),
-    },
     choices={"backend": BACKENDS, "template": TEMPLATES, "accuracy": ACCURACY_MODES, "like": tuple(BENCHMARKS)},
 )
 def eval_(cfg: EvalConfig) -> None:
@@ -295,7 +288,6 @@ def eval_(cfg: EvalConfig) -> None:
 @_stage_command(
     RLConfig,
     argument="input",
-    names={"output": ("--output", "-o"), "model": ("--model", "-m"), "rewards": ("--reward",)},
     choices={
         "rewards": rl_config.REWARDS, "template": rl_config.TEMPLATES, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS),
         "loss_type": rl_config.LOSS_TYPES, "scale_rewards": rl_config.SCALE_REWARDS, "vllm_mode": rl_config.VLLM_MODES,
@@ -319,7 +311,7 @@ def rl(cfg: RLConfig) -> None:
 
 
 @app.command()
-@_stage_command(SynthConfig, argument="task", names={"output": ("--output", "-o"), "n": ("-n", "--num")}, choices={"task": TASKS})
+@_stage_command(SynthConfig, argument="task", choices={"task": TASKS})
 def synth(cfg: SynthConfig) -> None:
     """Make a prompt table of a synthetic task with exact answers (countdown, arithmetic) for quick R1-Zero runs."""
     from r1distill.synth.run import synth as run_synth

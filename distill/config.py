@@ -25,9 +25,9 @@ class SFTConfig:
 
     input: str
     """Training conversations: a `r1distill filter` output folder, a Hub dataset id, or any table with a messages column or prompt/completion columns."""
-    output: str
+    output: str = field(metadata={"flags": ("--output", "-o")})
     """Output folder: the trained student (plain Hugging Face layout), checkpoints, metrics.jsonl and a model card."""
-    model: str = "smollm2-135m"
+    model: str = field(default="smollm2-135m", metadata={"flags": ("--model", "-m")})
     """Student: 'smollm2-135m' (embedded, offline), a Hub id or a local folder."""
     template: str = "auto"
     """Chat template: auto (the student's if it keeps <think> in assistant turns and marks them for the loss, else r1distill's), model or r1distill."""
@@ -49,7 +49,7 @@ class SFTConfig:
     """Samples per device per forward pass (with packing: packed sequences of --max-length tokens)."""
     grad_accum: int = 8
     """Forward passes per optimizer step; the global batch is batch-size x grad-accum x devices."""
-    packing: bool = True
+    packing: bool = field(default=True, metadata={"flags": ("--packing/--no-packing",)})
     """Pack samples into --max-length sequences (best-fit, no sample cut; padding-free where the attention supports it)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory at long lengths, about 30% slower."""

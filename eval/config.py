@@ -23,13 +23,13 @@ class EvalConfig:
 
     benchmark: str | None = None
     """Benchmark: a short name (math500, aime24, aime25, amc23, gsm8k, gpqa-diamond), a local file or folder, or a Hub dataset id with problem and answer columns."""
-    output: str
+    output: str = field(metadata={"flags": ("--output", "-o")})
     """Output folder (samples.parquet, results.json, the generations); rerunning the same command resumes into it."""
     completions: str | None = None
     """Score completions made elsewhere instead of generating: a generate output, or any table with problem, answer and completion columns."""
-    models: list[str] = field(default_factory=lambda: ["smollm2-135m"])
+    models: list[str] = field(default_factory=lambda: ["smollm2-135m"], metadata={"flags": ("--model", "-m")})
     """Model to evaluate: 'smollm2-135m' (embedded), a Hub id or local folder, or the name a server serves; repeat it to compare models side by side."""
-    num_samples: int = 4
+    num_samples: int = field(default=4, metadata={"flags": ("--num-samples", "-n")})
     """Samples per problem: pass@1 is averaged over them, pass@k and maj@k use them (the R1 papers use 4 to 64)."""
     like: str | None = None
     """Read BENCHMARK as the short-named benchmark LIKE is read (its columns, gold extraction and --accuracy), e.g. a local copy of GSM8K with --like gsm8k."""
@@ -75,7 +75,7 @@ class EvalConfig:
     """System prompt (chat template)."""
     prompt_template: str | None = None
     """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
-    base_urls: list[str] = field(default_factory=list)
+    base_urls: list[str] = field(default_factory=list, metadata={"flags": ("--base-url",)})
     """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (read at run time, never printed or written)."""

@@ -69,9 +69,9 @@ class FilterConfig:
 
     input: str
     """Trace table: a `r1distill generate` output folder, or any dataset with problem and completion columns."""
-    output: str
+    output: str = field(metadata={"flags": ("--output", "-o")})
     """New output folder, laid out as a Hugging Face dataset repository (data/, scored/, stats.json, README.md)."""
-    checks: list[str] = field(default_factory=lambda: ["accuracy", "format", "language", "truncated", "repetition"])
+    checks: list[str] = field(default_factory=lambda: ["accuracy", "format", "language", "truncated", "repetition"], metadata={"flags": ("--check",)})
     """A check every kept row must pass; repeat it."""
     accuracy: str = "math"
     """Answer check: math (Math-Verify against the gold answer), choice (multiple-choice letters) or exact (string)."""

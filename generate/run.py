@@ -74,13 +74,13 @@ class GenerateConfig:
 
     input: str
     """Prompt table: .jsonl/.json/.parquet/.csv, a folder of Parquet shards, a datasets save_to_disk folder, or a Hub dataset id."""
-    output: str
+    output: str = field(metadata={"flags": ("--output", "-o")})
     """Output folder (Parquet shards + manifest.json); rerunning the same command resumes into it."""
-    model: str = "smollm2-135m"
+    model: str = field(default="smollm2-135m", metadata={"flags": ("--model", "-m")})
     """Teacher: 'smollm2-135m' (embedded, offline), a Hub id or local folder, or the model name a server serves."""
     backend: str = "transformers"
     """transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek's API) or vllm (offline on local GPUs)."""
-    num_samples: int = 1
+    num_samples: int = field(default=1, metadata={"flags": ("--num-samples", "-n")})
     """Completions per prompt (rejection sampling picks among them later)."""
     max_tokens: int = 4096
     """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
@@ -96,7 +96,7 @@ class GenerateConfig:
     """System prompt (chat template)."""
     prompt_template: str | None = None
     """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
-    base_urls: list[str] = field(default_factory=list)
+    base_urls: list[str] = field(default_factory=list, metadata={"flags": ("--base-url",)})
     """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (read at run time, never printed or written)."""

@@ -33,11 +33,11 @@ class RLConfig:
 
     input: str
     """Prompts: a prompt table (problem, answer), a `r1distill filter` output (with pass rates) or a `generate` output; a Hub dataset id too."""
-    output: str
+    output: str = field(metadata={"flags": ("--output", "-o")})
     """Output folder: the trained policy (plain Hugging Face layout), checkpoints, metrics.jsonl and a model card."""
-    model: str = "smollm2-135m"
+    model: str = field(default="smollm2-135m", metadata={"flags": ("--model", "-m")})
     """Policy to train: 'smollm2-135m' (embedded, offline), a Hub id or a local folder (a base model for R1-Zero, an sft student for R1's later stages)."""
-    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"])
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"], metadata={"flags": ("--reward",)})
     """Reward NAME or NAME=WEIGHT from the shared rules (the checks of `r1distill filter`); repeat it."""
     reward_model: str | None = None
     """A sequence-classification reward model (folder or Hub id) added to the rule rewards, R1's stage-4 mix."""

@@ -11,8 +11,9 @@ table row (`id`, `problem`, `answer`, as `generate` and `rl` read it) plus what 
   equation over them reaches with + - * / and integer intermediate results; `answer` is one such
   equation. The countdown reward accepts any equation that reaches the target using each number at
   most once.
-- arithmetic: an integer expression of `--difficulty` operations (+, -, *, with parentheses) whose
-  `answer` is its exact value.
+- arithmetic: an integer expression of `--difficulty` operations (+, -, *, with parentheses) over
+  operands up to `--max-number` whose `answer` is its exact value (`--difficulty 1 --max-number 9`
+  is within reach of a 135M model).
 
 The problems end without a period: the R1-Zero prompt puts one after them. The same seed makes the
 same file.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1distill.errors import UsageError
@@ -36,16 +37,16 @@ class SynthConfig:
 
     task: str
     """Task to make: countdown or arithmetic."""
-    output: str
+    output: str = field(metadata={"flags": ("--output", "-o")})
     """Output file, .jsonl or .parquet."""
-    n: int = 1000
+    n: int = field(default=1000, metadata={"flags": ("-n", "--num")})
     """Problems to make."""
     seed: int = 0
     """Random seed; the same seed makes the same file."""
     numbers: int = 4
     """countdown: most numbers per problem (at least 3 are given)."""
     max_number: int = 99
-    """countdown: largest number given."""
+    """Largest number in a problem (countdown: the numbers given; arithmetic: each operand)."""
     difficulty: int = 3
     """arithmetic: operations per expression."""
 
@@ -58,8 +59,8 @@ class SynthConfig:
             problems.append(f"-n must be at least 1, got {self.n}")
         if not 3 <= self.numbers <= 6:
             problems.append(f"--numbers must be in [3, 6], got {self.numbers}")
-        if not 10 <= self.max_number <= 10_000:
-            problems.append(f"--max-number must be in [10, 10000], got {self.max_number}")
+        if not 2 <= self.max_number <= 10_000:
+            problems.append(f"--max-number must be in [2, 10000], got {self.max_number}")
         if not 1 <= self.difficulty <= 20:
             problems.append(f"--difficulty must be in [1, 20], got {self.difficulty}")
         if Path(self.output).suffix not in (".jsonl", ".parquet"):
@@ -91,18 +92,18 @@ def countdown(rng: random.Random, most: int, largest: int) -> dict:
     return {"problem": problem, "answer": equation, "numbers": numbers, "target": value}
 
 
-def arithmetic(rng: random.Random, operations: int) -> dict:
-    """One expression of `operations` operations over integers from 1 to 99, with its exact value."""
-    text, value = _expression(rng, operations)
+def arithmetic(rng: random.Random, operations: int, largest: int = 99) -> dict:
+    """One expression of `operations` operations over integers from 1 to `largest`, with its exact value."""
+    text, value = _expression(rng, operations, largest)
     return {"problem": f"Compute {text}", "answer": str(value), "difficulty": operations}
 
 
-def _expression(rng: random.Random, operations: int) -> tuple[str, int]:
+def _expression(rng: random.Random, operations: int, largest: int) -> tuple[str, int]:
     if operations == 0:
-        n = rng.randint(1, 99)
+        n = rng.randint(1, largest)
         return str(n), n
     left_ops = rng.randint(0, operations - 1)
-    (left, a), (right, b) = _expression(rng, left_ops), _expression(rng, operations - 1 - left_ops)
+    (left, a), (right, b) = _expression(rng, left_ops, largest), _expression(rng, operations - 1 - left_ops, largest)
     op = rng.choice("+-*")
     # Operands that are expressions get parentheses, so the text reads the way the value was computed.
     left = f"({left})" if left_ops else left
@@ -119,7 +120,7 @@ def synth(cfg: SynthConfig) -> int:
     rng = random.Random(cfg.seed)
     rows: dict[str, dict] = {}
     for _ in range(cfg.n * 20):
-        row = countdown(rng, cfg.numbers, cfg.max_number) if cfg.task == "countdown" else arithmetic(rng, cfg.difficulty)
+        row = countdown(rng, cfg.numbers, cfg.max_number) if cfg.task == "countdown" else arithmetic(rng, cfg.difficulty, cfg.max_number)
         rows.setdefault(stable_id(row["problem"]), row)
         if len(rows) == cfg.n:
             break

@@ -128,6 +128,11 @@ def test_synth_options(tmp_path):
     synth(SynthConfig("arithmetic", str(tmp_path / "a.jsonl"), n=50, difficulty=6))
     problems = [json.loads(line)["problem"] for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert all(sum(p.count(op) for op in " + - * ".split()) == 6 for p in problems)
+    # --max-number bounds the operands of arithmetic too (the quickstart's single-digit sums).
+    synth(SynthConfig("arithmetic", str(tmp_path / "small.jsonl"), n=40, difficulty=1, max_number=9))
+    rows = [json.loads(line) for line in (tmp_path / "small.jsonl").read_text().splitlines()]
+    operands = [int(word) for row in rows for word in row["problem"].removeprefix("Compute ").split() if word.isdigit()]
+    assert len(operands) == 80 and set(operands) <= set(range(1, 10)) and len(set(operands)) > 5
 
 
 def test_synth_refuses_bad_options_in_one_line(tmp_path):
