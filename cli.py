@@ -34,6 +34,7 @@ from r1distill.generate.run import GenerateConfig
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
 from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
+from r1distill.pipeline.run import RunConfig
 from r1distill.synth.run import SynthConfig
 
 app = typer.Typer(
@@ -87,8 +88,10 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     from r1distill.console import setup_logging
+    from r1distill.processes import follow_owner
 
     setup_logging(verbose)
+    follow_owner()
 
 
 def _field_docs(config: type) -> dict[str, str]:
@@ -319,6 +322,24 @@ def synth(cfg: SynthConfig) -> None:
     with _edges(Path(cfg.output), "interrupted: nothing useful was written; rerun the same command"):
         count = run_synth(cfg)
     typer.echo(f"{count} {cfg.task} problems → {cfg.output}", err=True)
+
+
+@app.command(name="run")
+@_stage_command(RunConfig, argument="recipe", choices={})
+def run_(cfg: RunConfig) -> None:
+    """Run a recipe: its stages (synth, generate, filter, sft, rl, eval, report) in order into RUN_DIR.
+
+    Each stage writes RUN_DIR/<stage>. Rerunning skips finished stages, resumes an unfinished one (kept
+    samples, last checkpoint) and redoes a stage whose settings changed and every stage after it. The
+    whole recipe is checked before any stage starts. The report's path is printed at the end.
+    """
+    from r1distill.pipeline.run import print_summary, run_pipeline
+
+    with _edges(Path(cfg.output or "."), "interrupted: finished stages and samples are kept; rerun the same command to resume"):
+        summary = run_pipeline(cfg)
+    print_summary(summary)
+    for report in summary.reports:
+        typer.echo(report)
 
 
 @app.command()

@@ -34,7 +34,6 @@ import multiprocessing
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +43,7 @@ from fractions import Fraction
 from multiprocessing.connection import Connection, wait
 from queue import SimpleQueue
 
+from r1distill import processes
 from r1distill.errors import StageError
 from r1distill.rewards.text import Judgement, extract_final_answer, normalize_answer
 
@@ -131,21 +131,9 @@ def _die_with_parent() -> None:
     if alive is not None:
         os.close(alive)
         forkserver._forkserver._forkserver_alive_fd = None
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the kernel sends this process SIGKILL when its parent exits
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    else:
+    if not processes.die_with_parent():
         # Elsewhere a thread notices, at the latest when SymPy next lets go of the GIL.
-        threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-
-
-def _exit_when_orphaned(parent: int) -> None:
-    """End this process once `parent` is no longer its parent."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
+        processes.exit_when_gone(os.getppid(), parent=True)
 
 
 def _worker(conn: Connection) -> None:

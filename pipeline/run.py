@@ -1,0 +1,298 @@
+"""r1distill run: the whole pipeline from one recipe, resumable stage by stage.
+
+    r1distill run recipes/quickstart.yaml                 # synth, generate, filter, sft, rl, eval, report
+    r1distill run my-recipe.yaml -o runs/try-2            # the same recipe into another RUN_DIR
+
+A distillation run is a chain of stages that each take minutes to days; a crash, a Ctrl-C or a changed
+setting must not mean starting over, and nothing must run on stale inputs. So:
+
+1. The recipe is read and every stage checked before any starts (recipe.py): a typo in the last stage
+   fails in a second, not after hours of generation.
+2. Each stage writes to RUN_DIR/<name>. RUN_DIR/pipeline.json records, per stage, a fingerprint of its
+   settings and of every stage before it, and whether it finished.
+3. A rerun walks the stages in order: a finished stage with the same fingerprint is skipped; an
+   unfinished one is resumed with the stage's own resume (generate and eval keep every finished
+   sample, sft and rl continue from their last checkpoint, the others are quick and start over); a
+   stage whose settings changed, or that comes after one that reran, starts over in a cleared folder.
+4. A failing stage is named, the earlier outputs stay as they are, and the exit code is not zero.
+
+The stages are called as their commands call them (the same library functions and summaries), so a
+stage in a recipe behaves exactly as typed on the command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from r1distill import processes
+from r1distill.console import stderr_console
+from r1distill.errors import StageError, UsageError, first_line
+from r1distill.pipeline import recipe as recipes
+from r1distill.pipeline.recipe import RESUME, Recipe, Stage
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "pipeline.json"
+# Settings that do not change what a stage makes: how it is resumed and how it is recorded.
+_NOT_FINGERPRINTED = (RESUME, "command")
+
+
+@dataclass
+class RunConfig:
+    """Settings of one `r1distill run`."""
+
+    recipe: str
+    """Recipe YAML: `stages:` maps stage names to their options (the CLI's option names); see recipes/quickstart.yaml."""
+    output: str | None = field(default=None, metadata={"flags": ("--output", "-o")})
+    """RUN_DIR, where every stage writes RUN_DIR/<stage>; default: the recipe's `output`, else runs/<recipe name>."""
+    check_only: bool = field(default=False, metadata={"flags": ("--check",)})
+    """Check the recipe and show what a run would do (run, resume, skip), then stop."""
+
+
+@dataclass
+class StageResult:
+    name: str
+    kind: str
+    action: str
+    """run, resume, rerun (settings changed) or skip (finished); with --check, "would <action>"."""
+    seconds: float
+    output: str
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    stages: list[StageResult]
+    reports: list[str]
+    """The HTML reports the run made (or has from an earlier run)."""
+
+
+def run_pipeline(cfg: RunConfig) -> RunSummary:
+    """Run the recipe (see the module docstring); the CLI and the Python API both call this."""
+    plan = recipes.read(cfg.recipe, cfg.output)
+    state = _State(plan.run_dir)
+    steps = _steps(plan, state)
+    if cfg.check_only:
+        return RunSummary(str(plan.run_dir), [StageResult(s.stage.name, s.stage.kind, f"would {s.shown}", 0.0, str(s.stage.output)) for s in steps], [])
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    console = stderr_console()
+    for number, step in enumerate(steps, start=1):
+        stage = step.stage
+        console.rule(f"[bold]{number}/{len(steps)} {stage.name}[/] ({stage.kind}): {step.shown}")
+        started = time.monotonic()
+        if step.action != "skip":
+            _run_stage(step, state)
+        results.append(StageResult(stage.name, stage.kind, step.shown, time.monotonic() - started, str(stage.output)))
+    reports = [str(stage.output) for stage in plan.stages if stage.kind == "report"]
+    return RunSummary(str(plan.run_dir), results, reports)
+
+
+def fingerprint(stage: Stage) -> str:
+    """A hash of what the stage makes: its kind and settings (not how it resumes or is recorded)."""
+    return hashlib.sha256(json.dumps({"kind": stage.kind, "settings": _settings(stage)}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _settings(stage: Stage) -> dict:
+    return {k: v for k, v in asdict(stage.settings).items() if k not in _NOT_FINGERPRINTED}
+
+
+@dataclass
+class _Step:
+    stage: Stage
+    fingerprint: str
+    action: str
+    """run (new), resume (unfinished), rerun (made before, made again) or skip (finished)."""
+    why: str = ""
+    """For a rerun: its settings changed, or an earlier stage ran (its input is new)."""
+
+    @property
+    def shown(self) -> str:
+        return f"{self.action} ({self.why})" if self.why else self.action
+
+
+class _State:
+    """RUN_DIR/pipeline.json: per stage, its fingerprint and whether it finished; rewritten atomically."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / STATE_FILE
+        try:
+            self.stages: dict[str, dict] = json.loads(self.path.read_text())["stages"] if self.path.exists() else {}
+        except (ValueError, KeyError) as err:
+            raise UsageError(f"{self.path}: unreadable ({first_line(err)}); delete it to start the run over") from None
+
+    def record(self, name: str, entry: dict) -> None:
+        self.stages[name] = entry
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"stages": self.stages}, indent=2) + "\n")
+        os.replace(partial, self.path)
+
+
+def _steps(plan: Recipe, state: _State) -> list[_Step]:
+    """What each stage needs. A folder the runner did not make is refused.
+
+    After a stage that is not skipped, every later stage that ran before runs again: its input is new.
+    """
+    steps, upstream_ran = [], False
+    for stage in plan.stages:
+        step = _Step(stage, fingerprint(stage), "run")
+        entry = state.stages.get(stage.name)
+        made = stage.folder.exists() and any(stage.folder.iterdir())
+        if entry is None:
+            if made:
+                raise UsageError(f"{stage.folder}: exists but was not made by this run (no entry in {state.path}); move it away or choose another -o")
+        elif upstream_ran:
+            step.action, step.why = "rerun", "an earlier stage ran"
+        elif entry["fingerprint"] != step.fingerprint:
+            step.action, step.why = "rerun", "settings changed"
+        elif entry.get("finished") and stage.output.exists():
+            step.action = "skip"
+        elif made:
+            step.action = "resume"
+        upstream_ran = upstream_ran or step.action != "skip"
+        steps.append(step)
+    return steps
+
+
+def _run_stage(step: _Step, state: _State) -> None:
+    stage, action, settings = step.stage, step.action, step.stage.settings
+    before = state.stages.get(stage.name, {}).get("settings", {})
+    if action == "rerun" and step.why == "settings changed" and stage.kind == "generate" and _rows_still_valid(settings, before):
+        # generate keeps its rows across changes that do not shape them (more samples, a larger
+        # --max-tokens, other servers): it generates only what is missing.
+        action = "resume"
+    if action == "resume" and RESUME in asdict(settings):
+        from r1distill.training.output import last_complete_checkpoint
+
+        # sft and rl continue from their last complete checkpoint; without one there is nothing to keep.
+        if last_complete_checkpoint(stage.folder) is not None:
+            settings = replace(settings, resume=True)
+        else:
+            action = "run"
+    if action in ("rerun", "run") or stage.kind in ("filter", "synth", "report"):
+        # A stage that starts over starts from an empty folder (filter refuses a full one; sft and rl
+        # would find the old run); generate and eval resume from what is in theirs.
+        shutil.rmtree(stage.folder, ignore_errors=True)
+    stage.folder.mkdir(parents=True, exist_ok=True)
+    entry = {"kind": stage.kind, "fingerprint": step.fingerprint, "settings": _settings(stage), "started": _now(), "finished": None}
+    state.record(stage.name, entry)
+    try:
+        if stage.accelerate:
+            _launch(stage, settings)
+        else:
+            _call(stage.kind, settings)
+    except UsageError as err:
+        raise UsageError(f"stage '{stage.name}' ({stage.kind}): {err}; earlier stages are kept, fix it and rerun") from err
+    except StageError as err:
+        raise StageError(f"stage '{stage.name}' ({stage.kind}): {first_line(err)}; earlier stages are kept, rerun to resume") from err
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        log.error("stage '%s' (%s) failed; earlier stages are kept, rerun the same command to resume", stage.name, stage.kind)
+        raise
+    state.record(stage.name, {**entry, "finished": _now()})
+
+
+def _rows_still_valid(settings, before: dict) -> bool:
+    """generate's rows in OUT answer the same prompts and were made by settings that shape rows alike."""
+    from r1distill.generate.manifest import check_settings
+
+    if before.get("input") != settings.input:
+        return False
+
+    try:
+        check_settings(settings, Path(settings.output))
+    except UsageError:
+        return False
+    return True
+
+
+def _call(kind: str, settings) -> None:
+    """Run one stage as its command does: the stage's function, then its summary on screen."""
+    if kind == "synth":
+        from r1distill.synth.run import synth
+
+        log.info("%d %s problems → %s", synth(settings), settings.task, settings.output)
+    elif kind == "generate":
+        from r1distill.generate.run import failure_report, generate, print_summary
+
+        summary = generate(settings)
+        print_summary(summary)
+        if summary.failed:
+            raise StageError(failure_report(summary))
+    elif kind == "filter":
+        from r1distill.filter.run import filter_traces, print_summary
+
+        print_summary(filter_traces(settings))
+    elif kind == "sft":
+        from r1distill.distill.run import print_summary, sft
+
+        print_summary(sft(settings))
+    elif kind == "rl":
+        from r1distill.rl.run import print_summary, rl
+
+        print_summary(rl(settings))
+    elif kind == "eval":
+        from r1distill.eval.run import evaluate, print_summary
+
+        summary = evaluate(settings)
+        print_summary(summary)
+        if summary.failed:
+            raise StageError(f"{summary.failed} requests failed after retries")
+    elif kind == "report":
+        from r1distill.report.run import report
+
+        log.info("report → %s", report(settings))
+
+
+def _launch(stage: Stage, settings) -> None:
+    """sft or rl under `accelerate launch --config_file FILE` (several GPUs, DeepSpeed, FSDP): the
+    stage's own command in processes of its own, its settings handed over as a --config recipe."""
+    import yaml
+
+    from r1distill.training.recipe import NOT_IN_RECIPES
+
+    values = {
+        f.name: getattr(settings, f.name) for f in fields(settings)
+        if f.metadata.get("cli", True) and f.name not in NOT_IN_RECIPES and getattr(settings, f.name) is not None
+    }
+    values.update(getattr(settings, "trl", {}))  # rl: the other GRPOConfig fields, as a recipe gives them
+    recipe = stage.folder.parent / f".{stage.name}.launch.yaml"
+    recipe.write_text(yaml.safe_dump(values, sort_keys=False))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", stage.accelerate,
+        "-m", "r1distill.cli", stage.kind, settings.input, "-o", settings.output, "--config", str(recipe),
+    ]
+    log.info("launching: %s", " ".join(command[1:]))
+    # The launcher dies with this process (kill -9 included), and every r1distill process under it
+    # exits within a second of this one: accelerate's workers are its grandchildren, in sessions of their own.
+    env = {**os.environ, processes.OWNER_ENV: str(os.getpid())}
+    code = subprocess.run(command, env=env, preexec_fn=processes.die_with_parent).returncode
+    if code != 0:
+        raise StageError(f"accelerate launch exited with code {code} (its messages are above)")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def print_summary(summary: RunSummary) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run → {summary.run_dir}")
+    for column in ("stage", "kind", "action", "time", "output"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for result in summary.stages:
+        shown = "finished earlier, skipped" if result.action == "skip" else result.action
+        table.add_row(result.name, result.kind, shown, "-" if result.action.startswith("would") else f"{result.seconds:.0f} s", result.output)
+    stderr_console().print(table)
