@@ -22,9 +22,12 @@ class ReportConfig:
 
     def found(self) -> list[tuple[str, Path]]:
         """Each input folder with its stage, in pipeline order; one UsageError naming every problem."""
-        problems, found = [], []
-        for given in dict.fromkeys(self.inputs):
+        problems, found, seen = [], [], set()
+        for given in self.inputs:
             folder = Path(given)
+            if folder.resolve() in seen:
+                continue  # the same folder twice (runs/eval and runs/eval/): one section
+            seen.add(folder.resolve())
             if not folder.exists():
                 problems.append(f"{given}: no such folder")
             elif not folder.is_dir():
