@@ -110,39 +110,41 @@ class GenerateOutput:
     examples: list[Example]
 
 
+def _newest(rows: pl.LazyFrame) -> pl.LazyFrame:
+    # A row redone (a larger --max-tokens) sits beside its old version until the store compacts: the newest wins.
+    return rows.sort("created_at").unique("id", keep="last")
+
+
+def _counts(values: pl.Series) -> dict[str, int]:
+    """Rows per value, most common first."""
+    counted = values.value_counts(sort=True)
+    return dict(zip(counted[values.name].to_list(), counted["count"].to_list()))
+
+
 def read_generate(folder: Path, examples: int) -> GenerateOutput:
-    files = sorted(folder.glob(SHARD_GLOB))
-    scan = pl.scan_parquet(files)
+    """A generate output's counts and lengths over every row, and a few example traces."""
+    scan = pl.scan_parquet(sorted(folder.glob(SHARD_GLOB)))
     columns = scan.collect_schema().names()
     manifests = [manifest for _, manifest in read_manifests(folder)]
     settings = manifests[0].get("settings", {}) if manifests else {}
     runs = [run for manifest in manifests for run in manifest.get("runs", [])]
     source = pl.col("source").cast(pl.String) if "source" in columns else pl.lit(None, pl.String)
-    # A row redone (a larger --max-tokens) sits beside its old version until the store compacts: the newest wins.
-    rows = (
-        scan.select(
-            "id", "created_at", "finish_reason", "completion_tokens", "error", "prompt_id", source.alias("source"),
-            pl.col("reasoning").str.len_chars().alias("reasoning_chars"), pl.col("response").str.len_chars().alias("response_chars"),
-        )
-        .sort("created_at")
-        .unique("id", keep="last")
-        .collect(engine="streaming")
-    )
-    finish = dict(zip(*rows["finish_reason"].value_counts(sort=True).to_dict(as_series=False).values()))
-    errors = rows.filter(pl.col("finish_reason") == FINISH_ERROR)["error"].fill_null("unknown").str.extract(r"^([^:]*)").str.slice(0, 60).value_counts(sort=True)
-    inputs = [run.get("options", {}).get("input") for run in runs]
-    single = Path(inputs[-1]).name if inputs and inputs[-1] else "input"
+    rows = _newest(scan.select(
+        "id", "created_at", "finish_reason", "completion_tokens", "error", "prompt_id", source.alias("source"),
+        pl.col("reasoning").str.len_chars().alias("reasoning_chars"), pl.col("response").str.len_chars().alias("response_chars"),
+    )).collect(engine="streaming")
+    failed = rows.filter(pl.col("finish_reason") == FINISH_ERROR)["error"].fill_null("unknown")
     if "source" in columns:
-        counts = rows["source"].fill_null("(none)").value_counts(sort=True)
-        sources = dict(zip(counts["source"].to_list(), counts["count"].to_list()))
+        sources = _counts(rows["source"].fill_null("(none)"))
     else:
-        sources = {single: rows.height}
+        given = [run.get("options", {}).get("input") for run in runs]
+        sources = {Path(given[-1]).name if given and given[-1] else "input": rows.height}
     answered = rows.filter(pl.col("finish_reason") != FINISH_ERROR)
     thinking, response, counted = _token_counts(scan, answered, str(settings.get("model", "")))
     total = rows["completion_tokens"].sum() if rows["completion_tokens"].null_count() < rows.height else None
     return GenerateOutput(
-        folder.resolve().name, folder, settings, len(runs), rows.height, rows["prompt_id"].n_unique(), finish,
-        dict(zip(*errors.to_dict(as_series=False).values())), sources, total, thinking, response,
+        folder.resolve().name, folder, settings, len(runs), rows.height, rows["prompt_id"].n_unique(), _counts(rows["finish_reason"]),
+        _counts(failed.str.extract(r"^([^:]*)").str.slice(0, 60)), sources, total, thinking, response,
         int(answered["reasoning_chars"].null_count()), counted, _trace_examples(scan, rows, examples),
     )
 
@@ -179,8 +181,7 @@ def _token_counts(scan: pl.LazyFrame, answered: pl.DataFrame, model: str) -> tup
 
         sampled = answered.height > TOKENIZED_ROWS
         chosen = (answered.sample(TOKENIZED_ROWS, seed=0) if sampled else answered)["id"].to_list()
-        texts = scan.filter(pl.col("id").is_in(chosen)).select("id", "created_at", "reasoning", "response")
-        texts = texts.sort("created_at").unique("id", keep="last").collect()
+        texts = _newest(scan.filter(pl.col("id").is_in(chosen)).select("id", "created_at", "reasoning", "response")).collect()
         tokenizer = Tokenizer.from_file(str(found))
         reasoning = [text for text in texts["reasoning"].to_list() if text is not None]
         thinking = [len(e.ids) for e in tokenizer.encode_batch(reasoning, add_special_tokens=False)] if reasoning else []
@@ -216,7 +217,7 @@ def _trace_examples(scan: pl.LazyFrame, rows: pl.DataFrame, count: int) -> list[
     if not chosen:
         return []
     wanted = ["id", "created_at", "problem", "reasoning", "response", "finish_reason", "completion_tokens", "error"]
-    found = scan.filter(pl.col("id").is_in(chosen)).select(wanted).sort("created_at").unique("id", keep="last").collect()
+    found = _newest(scan.filter(pl.col("id").is_in(chosen)).select(wanted)).collect()
     by_id = {row["id"]: row for row in found.iter_rows(named=True)}
     shown = []
     for key in chosen:

@@ -17,10 +17,12 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -59,10 +61,13 @@ def _teacher(root: Path, server: FakeOpenAI) -> Path:
 
 
 def _student(root: Path, model: Path) -> Path:
-    """Traces of the tiny model on the CPU, as the quickstart makes them: its tokenizer is local."""
+    """Traces of the tiny model on the CPU, as the quickstart makes them (its tokenizer is local), and one
+    row redone but not compacted yet: a newer version of it in a shard of its own."""
     problems = write_jsonl(root / "student-problems.jsonl", [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)])
     out = root / "student"
     generate(GenerateConfig(input=str(problems), output=str(out), model=str(model), num_samples=2, max_tokens=16))
+    redone = pl.read_parquet(out / "traces-*.parquet").head(1)
+    redone.with_columns(pl.lit("stop").alias("finish_reason"), pl.col("created_at") + timedelta(seconds=1)).write_parquet(out / "traces-redo.parquet")
     return out
 
 
@@ -181,6 +186,7 @@ def test_every_stage_has_its_section_plots_and_numbers_in_pipeline_order(page, o
                      '<td>arith</td><td class="r">4</td>', '<td>words</td><td class="r">6</td>', "estimated on every row", "deepseek-ai/DeepSeek-R1"):
         assert expected in teacher, expected
     assert "counted with the model&#x27;s tokenizer" in student and "<details>" in student
+    assert '<td>rows (prompt, sample)</td><td class="r">6</td>' in student and '<td>stopped</td><td class="r">1</td>' in student
     # filter: the funnel, with the contaminated prompt and the chats mixed in, and the verdicts per check.
     for expected in ('<td>rows in</td><td class="r">10</td>', '<td>failed in generate (not judged)</td><td class="r">2</td>',
                      '<td>dropped: contaminated</td><td class="r">2</td>', '<td>added (non-reasoning)</td><td class="r">2</td>',
@@ -256,7 +262,7 @@ def test_a_headless_browser_renders_the_page(page, tmp_path):
 
 
 def test_sections_appear_only_for_what_is_given(outputs, tmp_path):
-    text = report(ReportConfig([str(outputs["eval"]), str(outputs["eval"])], str(tmp_path / "eval.html"))).read_text()
+    text = report(ReportConfig([str(outputs["eval"]), f"{outputs['eval']}/"], str(tmp_path / "eval.html"))).read_text()
     assert text.count("<section ") == 1 and 'class="stage eval"' in text
     for stage in ("generate", "filter", "sft", "rl"):
         assert f'class="stage {stage}"' not in text
