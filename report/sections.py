@@ -97,12 +97,17 @@ def labels(models: list[str]) -> list[str]:
 def generate(out: GenerateOutput) -> str:
     answered = out.rows - out.finish.get(FINISH_ERROR, 0)
     errors = ", ".join(f"{reason} {count:,}" for reason, count in out.error_reasons.items())
+
+    def finished(reason: str) -> tuple[str, str]:
+        count = out.finish.get(reason, 0)
+        return number(count), share(count / out.rows if out.rows else None)
+
     summary = [
         ("rows (prompt, sample)", number(out.rows), ""),
         ("prompts", number(out.prompts), ""),
-        ("stopped", number(out.finish.get(FINISH_STOP, 0)), share(out.finish.get(FINISH_STOP, 0) / out.rows if out.rows else None)),
-        ("truncated (finish_reason length)", number(out.finish.get(FINISH_LENGTH, 0)), share(out.finish.get(FINISH_LENGTH, 0) / out.rows if out.rows else None)),
-        ("errors" + (f" ({errors})" if errors else ""), number(out.finish.get(FINISH_ERROR, 0)), share(out.finish.get(FINISH_ERROR, 0) / out.rows if out.rows else None)),
+        ("stopped", *finished(FINISH_STOP)),
+        ("truncated (finish_reason length)", *finished(FINISH_LENGTH)),
+        ("errors" + (f" ({errors})" if errors else ""), *finished(FINISH_ERROR)),
         ("completion tokens", number(out.completion_tokens), f"{out.completion_tokens / answered:,.0f} a row" if out.completion_tokens and answered else ""),
     ]
     settings = [(name, "–" if value is None else value) for name, value in out.settings.items()]
@@ -135,7 +140,7 @@ def filter_(out: FilterOutput) -> str:
     ]
     contaminated = (
         table(["benchmark", "prompts dropped", "share of prompts"], _top(out.contaminated, out.prompts_in), right=2)
-        if out.contaminated else "<p>No prompt shares a word 8-gram with a --decontaminate benchmark (or none was given).</p>"
+        if out.contaminated else "<p>No prompt shares a word n-gram with a --decontaminate benchmark (or none was given).</p>"
     )
     hints = "".join(f"<li>{esc(hint)}</li>" for hint in out.hints)
     return (
