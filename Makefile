@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make quickstart` and `make test`.
 PYTHON ?= python3
 
-.PHONY: install quickstart test
+.PHONY: install quickstart test report-check
 
 # torch first, so nothing pulls another build: on a machine without an NVIDIA GPU the CPU build from
 # PyTorch's CPU wheel index (a bare `torch` requirement would pull the multi-GB CUDA build), falling
@@ -32,3 +32,17 @@ quickstart: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The report's checks with a real browser: Debian's chromium renders a report to a screenshot. Where it
+# is missing it is installed with apt-get (as root, or through sudo); without apt-get the browser test is
+# skipped with its reason. Run `make install` first.
+report-check:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium found: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; \
+	else \
+		echo "no apt-get here: install chromium yourself; the headless-browser test is skipped without it"; \
+	fi
+	$(PYTHON) -m pytest -q tests/test_report.py

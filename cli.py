@@ -31,6 +31,7 @@ from r1distill.eval.config import EvalConfig
 from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
 from r1distill.generate.prompts import TEMPLATES
 from r1distill.generate.run import GenerateConfig
+from r1distill.report.config import ReportConfig
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
 from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
@@ -340,6 +341,22 @@ def run_(cfg: RunConfig) -> None:
     print_summary(summary)
     for report in summary.reports:
         typer.echo(report)
+
+
+@app.command()
+@_stage_command(ReportConfig, argument="inputs", choices={})
+def report(cfg: ReportConfig) -> None:
+    """Write one self-contained HTML report over the outputs of generate, filter, sft, rl and eval.
+
+    Each folder's stage is told by its files; every section shows what its stage wrote: trace lengths
+    and examples, the filter funnel, training curves and sample completions, the eval comparison and
+    the test-time scaling curve. Plots are embedded and nothing is fetched: the file opens offline.
+    """
+    from r1distill.report.run import report as write_report
+
+    with _edges(Path(cfg.output), "interrupted: the report was not written; rerun the same command"):
+        path = write_report(cfg)
+    typer.echo(str(path))
 
 
 @app.command()

@@ -15,6 +15,7 @@ from r1distill.distill.config import SFTConfig
 from r1distill.eval.config import EvalConfig
 from r1distill.filter.run import FilterConfig
 from r1distill.generate.run import GenerateConfig
+from r1distill.report import ReportConfig
 
 runner = CliRunner()
 
@@ -45,7 +46,9 @@ def test_every_option_problem_is_reported_at_once(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("command", "config"), [("generate", GenerateConfig), ("filter", FilterConfig), ("sft", SFTConfig), ("eval", EvalConfig)])
+@pytest.mark.parametrize(
+    ("command", "config"), [("generate", GenerateConfig), ("filter", FilterConfig), ("sft", SFTConfig), ("eval", EvalConfig), ("report", ReportConfig)]
+)
 def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config):
     docs = _field_docs(config)
     help_text = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).output.split())
@@ -54,7 +57,7 @@ def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config
             continue
         assert docs.get(field.name), f"{config.__name__}.{field.name} has no doc"
         assert " ".join(docs[field.name].split()) in help_text, field.name
-        lists = ("checks", "base_urls", "decontaminate", "lora_target_modules", "report_to", "models", "group_by", "compare")
+        lists = ("checks", "base_urls", "decontaminate", "lora_target_modules", "report_to", "models", "group_by", "compare", "inputs")
         if field.name not in ("input", "output", *lists) and field.default not in (None, False):
             # A switch on by default is an --x/--no-x pair, whose default Click names by the switch.
             shown = field.name if field.default is True else field.default
