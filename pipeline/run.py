@@ -195,8 +195,6 @@ def _run_stage(step: _Step, state: _State) -> None:
         raise UsageError(f"stage '{stage.name}' ({stage.kind}): {err}; earlier stages are kept, fix it and rerun") from err
     except StageError as err:
         raise StageError(f"stage '{stage.name}' ({stage.kind}): {first_line(err)}; earlier stages are kept, rerun to resume") from err
-    except KeyboardInterrupt:
-        raise
     except Exception:
         log.error("stage '%s' (%s) failed; earlier stages are kept, rerun the same command to resume", stage.name, stage.kind)
         raise

@@ -84,7 +84,8 @@ def test_a_rerun_skips_finished_stages_and_a_change_reruns_that_stage_and_every_
     assert all(entry["finished"] for entry in state.values())
 
 
-def test_a_killed_stage_resumes_with_what_it_had_finished(tmp_path, fake_server):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_killed_stage_resumes_with_what_it_had_finished(tmp_path, fake_server, stop):
     fake_server.delay = 0.05
     run_dir = tmp_path / "run"
     recipe = _recipe(tmp_path / "r.yaml", _stages(fake_server.url, n=100), run_dir)
@@ -94,9 +95,12 @@ def test_a_killed_stage_resumes_with_what_it_had_finished(tmp_path, fake_server)
         assert process.poll() is None, process.stderr.read().decode()
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(stop)
+    code = process.wait(timeout=60)
     killed_at = fake_server.served
+    if stop == signal.SIGINT:  # one line, exit code 130, no traceback
+        assert code == 130
+        assert process.stderr.read().decode().strip().splitlines()[-1].startswith("interrupted: finished stages and samples are kept")
     assert killed_at < 200, "the run was killed before generate finished"
     state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
     assert state["prompts"]["finished"] and state["generate"]["finished"] is None and "filter" not in state
