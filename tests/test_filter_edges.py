@@ -24,7 +24,7 @@ from r1distill.filter.run import FilterConfig, filter_traces
 
 
 def _smollm2_like_traces(tmp_path, count: int = 16):
-    """What `make demo` writes: a chat model that answers without ever writing <think>."""
+    """What the embedded SmolLM2 writes: a chat model that answers without ever writing <think>."""
     rows = [
         {"id": f"p{i}:0", "prompt_id": f"p{i}", "sample": 0, "problem": f"What is {i} + {i}?", "answer": str(2 * i),
          "completion": f"To add {i} and {i}, we combine them. The answer is \\boxed{{{2 * i}}}.", "finish_reason": "stop",
@@ -148,7 +148,7 @@ def test_no_hint_when_only_a_minority_fails_a_check(tmp_path):
 
 
 def test_a_check_most_rows_fail_is_named_even_when_another_check_fails_them_first(tmp_path):
-    # What `make demo` gives: no <think> anywhere, and wrong answers too (accuracy is checked first).
+    # What the embedded SmolLM2 gives: no <think> anywhere, and wrong answers too (accuracy is checked first).
     folder = _smollm2_like_traces(tmp_path, 8)
     table = pl.read_parquet(folder / "traces-0.parquet")
     table.with_columns(pl.lit("The answer is \\boxed{-1}.").alias("completion")).write_parquet(folder / "traces-0.parquet")

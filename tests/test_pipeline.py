@@ -182,6 +182,7 @@ def test_the_quickstart_recipe_is_valid_and_runs_every_stage(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_the_quickstart_runs_end_to_end_on_the_cpu(tmp_path):
     """The README's first command, as written (minutes: the real SmolLM2 generates, trains and evaluates)."""
     run_dir = tmp_path / "qs"
