@@ -7,8 +7,9 @@ budget, records the item as `timeout` (its own verdict, not "incorrect": nobody 
 fresh worker for the rest. Cheap cases never reach a worker (`fast_verdict`): an answer equal to the
 gold as text or as an exact number is correct, two plain numbers far apart are incorrect. Each gold
 answer is parsed once per prompt (the rows of one prompt travel together to one worker, which also
-caches parsed golds that come back), and a gold that takes too long to parse times out all of its
-rows in one budget.
+caches parsed golds that come back), a (gold, response) pair repeated within one call (samples of a
+prompt that word their answer alike) is verified once, and a gold that takes too long to parse times
+out all of its rows in one budget.
 
 Verdicts: correct (1.0), incorrect (0.0), no_answer (0.0: nothing to compare), gold_unparseable and
 no_gold (None: cannot verify), timeout (None), error (None: the worker died on it).
@@ -283,24 +284,37 @@ class VerifierPool:
         worker.conn.close()
 
     def judge(self, golds: Sequence[str | None], responses: Sequence[str | None]) -> list[Judgement]:
-        """One Judgement per (gold, response) pair; consecutive rows with the same gold share one parse."""
+        """One Judgement per (gold, response) pair; consecutive rows with the same gold share one parse,
+        and a pair seen earlier in the call is verified once and shares that verdict."""
         results: list[Judgement | None] = [None] * len(golds)
         queue: deque[_Task] = deque()
+        # The samples of one prompt often state the same answer in the same words: Math-Verify reads
+        # nothing but the pair, so a repeat takes the first one's verdict (a timeout too: it would
+        # only cost another full budget) instead of a second round of SymPy.
+        first: dict[tuple[str, str], int] = {}
+        repeats: list[tuple[int, int]] = []
         for row, (gold, response) in enumerate(zip(golds, responses)):
             if gold is None or not str(gold).strip():
                 results[row] = NO_GOLD
                 continue
-            response = (response or "")[-MAX_RESPONSE_CHARS:]
-            verdict = fast_verdict(str(gold), response)
+            gold, response = str(gold), (response or "")[-MAX_RESPONSE_CHARS:]
+            verdict = fast_verdict(gold, response)
             if verdict is not None:
                 results[row] = verdict
                 continue
+            if (gold, response) in first:
+                repeats.append((row, first[gold, response]))
+                continue
+            first[gold, response] = row
             if queue and queue[-1].gold == gold:
                 queue[-1].rows.append(row)
                 queue[-1].responses.append(response)
             else:
-                queue.append(_Task(len(queue), str(gold), [row], [response]))
+                queue.append(_Task(len(queue), gold, [row], [response]))
         self._run(queue, results)
+        for row, source in repeats:
+            results[row] = results[source]
+            self.timeouts += results[row] is TIMEOUT
         return results  # type: ignore[return-value]
 
     def _run(self, queue: deque[_Task], results: list[Judgement | None]) -> None:
