@@ -319,11 +319,19 @@ class VerifierPool:
 
     def _run(self, queue: deque[_Task], results: list[Judgement | None]) -> None:
         while queue or any(worker.tasks for worker in self._pool):
-            # Two tasks in hand, so a worker never waits for the parent between tasks; a task goes to
-            # the worker its gold hashes to when that one has room (its parse is cached there).
-            while queue and any(len(w.tasks) < PIPELINE for w in self._pool):
+            # An idle worker takes the next task, its gold's home (where its parse is cached) first. A
+            # second task in hand saves a worker the wait for the parent between tasks, but only while
+            # the queue has work for every worker: a GRPO batch has a few tasks, and one queued behind
+            # a long parse would keep the batch waiting while another worker sits idle.
+            while queue:
                 home = self._pool[hash(queue[0].gold) % len(self._pool)]
-                worker = home if len(home.tasks) < PIPELINE else min(self._pool, key=lambda w: len(w.tasks))
+                idle = [w for w in self._pool if not w.tasks]
+                if idle:
+                    worker = home if home in idle else idle[0]
+                elif len(queue) >= len(self._pool) and any(len(w.tasks) < PIPELINE for w in self._pool):
+                    worker = home if len(home.tasks) < PIPELINE else min(self._pool, key=lambda w: len(w.tasks))
+                else:
+                    break
                 self._assign(worker, queue.popleft())
             # Idle workers are watched too: one that dies between tasks is replaced, and counted.
             watched = {worker.conn: worker for worker in self._pool}

@@ -84,3 +84,22 @@ def test_a_hostile_answer_repeated_by_a_whole_group_costs_one_timeout():
         assert pool.timeouts == 8, "every row that gets the verdict counts"
     assert verdicts == ["timeout"] * 8 + ["correct"], "the replacement worker verifies the rest"
     assert time.monotonic() - started < 15, "one budget of 3 s, not eight"
+
+
+def test_the_tasks_of_a_small_batch_use_every_idle_worker_whatever_their_golds_hash_to(monkeypatch):
+    # Two golds whose parses would be cached on the same worker: a batch with only their two tasks must
+    # still run on both workers at once, not one behind the other.
+    golds = ["x^2", "x^3", "x^4"]
+    first, second = next((a, b) for a in golds for b in golds if a < b and hash(a) % 2 == hash(b) % 2)
+    workers = []
+    assign = VerifierPool._assign
+
+    def recording(pool, worker, task):
+        workers.append(worker.process.pid)
+        assign(pool, worker, task)
+
+    monkeypatch.setattr(VerifierPool, "_assign", recording)
+    with VerifierPool(workers=2, timeout=10) as pool:
+        verdicts = [j.verdict for j in pool.judge([first, second], ["\\boxed{x \\cdot x}"] * 2)]
+    assert verdicts == ["correct" if gold == "x^2" else "incorrect" for gold in (first, second)]
+    assert len(set(workers)) == 2
