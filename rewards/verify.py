@@ -244,10 +244,11 @@ class VerifierPool:
 
     def __post_init__(self) -> None:
         self._context = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that already imported Math-Verify and SymPy: a replacement for a
-        # killed worker does not import them again. (Preloading the caller's main module as well would
-        # save its import too, but makes runpy warn in every worker of `python -m r1distill.cli`.)
-        self._context.set_forkserver_preload(["math_verify"])
+        # Workers fork from a server that already imported Math-Verify and SymPy, and this module with
+        # the package around it (pyarrow included): a replacement for a killed worker, started in the
+        # middle of a step, imports none of them again. (Preloading the caller's main module as well
+        # would save its import too, but makes runpy warn in every worker of `python -m r1distill.cli`.)
+        self._context.set_forkserver_preload(["math_verify", __name__])
         self._pool: list[_Worker] = []
         self._deaths = 0
         self.timeouts = 0
