@@ -144,7 +144,7 @@ def _worker(conn: Connection) -> None:
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     # Parsing a gold costs more than verifying against it, and the same gold comes back (samples of a
-    # prompt, popular answers); the parent routes equal golds to the same worker.
+    # prompt, popular answers); the parent sends equal golds to the same worker whenever it is idle.
     golds: dict[str, list] = {}
     while True:
         try:
