@@ -74,6 +74,7 @@ _KANA = "\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66
 # other words are runs of letters, so digits, punctuation and underscores separate or vanish.
 _WORD = re.compile(rf"(?P<han>[{_HAN}])|(?P<kana>[{_KANA}])|(?P<letters>[^\W\d_{_HAN}{_KANA}]+)")
 _NOT_WORDS = re.compile(r"\\[A-Za-z]+|</?[A-Za-z]+>")  # LaTeX commands, <think>-style tags
+_ASCII_WORD = re.compile(r"[A-Za-z]+")  # what _WORD matches in ASCII text
 # (first code point, last code point, script) of the letter scripts the supported languages need.
 _SCRIPT_RANGES = (
     (0x0041, 0x024F, "latin"), (0x0400, 0x052F, "cyrillic"), (0x0600, 0x06FF, "arabic"), (0x0750, 0x077F, "arabic"),
@@ -97,10 +98,13 @@ def word_scripts(text: str) -> Counter[str]:
     >>> sorted(word_scripts(r"所以 x = \frac{1}{2}, ok?").items())
     [('han', 2), ('latin', 2)]
     """
-    return Counter(
-        _script(m.group()[0]) if m.lastgroup == "letters" else m.lastgroup
-        for m in _WORD.finditer(_NOT_WORDS.sub(" ", text))
-    )
+    text = _NOT_WORDS.sub(" ", text)
+    if text.isascii():
+        # Every word of ASCII text is a run of Latin letters: counted in one pass in C rather than
+        # match by match in Python: the language reward of 4,000 MATH-500 traces takes 0.08 s, not 0.22 s.
+        words = len(_ASCII_WORD.findall(text))
+        return Counter({"latin": words} if words else {})
+    return Counter(_script(m.group()[0]) if m.lastgroup == "letters" else m.lastgroup for m in _WORD.finditer(text))
 
 
 def _language(completion: str, language: str, min_share: float) -> Judgement:

@@ -7,8 +7,9 @@ budget, records the item as `timeout` (its own verdict, not "incorrect": nobody 
 fresh worker for the rest. Cheap cases never reach a worker (`fast_verdict`): an answer equal to the
 gold as text or as an exact number is correct, two plain numbers far apart are incorrect. Each gold
 answer is parsed once per prompt (the rows of one prompt travel together to one worker, which also
-caches parsed golds that come back), and a gold that takes too long to parse times out all of its
-rows in one budget.
+caches parsed golds that come back), a (gold, response) pair repeated within one call (samples of a
+prompt that word their answer alike) is verified once, and a gold that takes too long to parse times
+out all of its rows in one budget.
 
 Verdicts: correct (1.0), incorrect (0.0), no_answer (0.0: nothing to compare), gold_unparseable and
 no_gold (None: cannot verify), timeout (None), error (None: the worker died on it).
@@ -143,7 +144,7 @@ def _worker(conn: Connection) -> None:
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     # Parsing a gold costs more than verifying against it, and the same gold comes back (samples of a
-    # prompt, popular answers); the parent routes equal golds to the same worker.
+    # prompt, popular answers); the parent sends equal golds to the same worker whenever it is idle.
     golds: dict[str, list] = {}
     while True:
         try:
@@ -243,10 +244,11 @@ class VerifierPool:
 
     def __post_init__(self) -> None:
         self._context = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that already imported Math-Verify and SymPy: a replacement for a
-        # killed worker does not import them again. (Preloading the caller's main module as well would
-        # save its import too, but makes runpy warn in every worker of `python -m r1distill.cli`.)
-        self._context.set_forkserver_preload(["math_verify"])
+        # Workers fork from a server that already imported Math-Verify and SymPy, and this module with
+        # the package around it (pyarrow included): a replacement for a killed worker, started in the
+        # middle of a step, imports none of them again. (Preloading the caller's main module as well
+        # would save its import too, but makes runpy warn in every worker of `python -m r1distill.cli`.)
+        self._context.set_forkserver_preload(["math_verify", __name__])
         self._pool: list[_Worker] = []
         self._deaths = 0
         self.timeouts = 0
@@ -283,33 +285,54 @@ class VerifierPool:
         worker.conn.close()
 
     def judge(self, golds: Sequence[str | None], responses: Sequence[str | None]) -> list[Judgement]:
-        """One Judgement per (gold, response) pair; consecutive rows with the same gold share one parse."""
+        """One Judgement per (gold, response) pair; consecutive rows with the same gold share one parse,
+        and a pair seen earlier in the call is verified once and shares that verdict."""
         results: list[Judgement | None] = [None] * len(golds)
         queue: deque[_Task] = deque()
+        # The samples of one prompt often state the same answer in the same words: Math-Verify reads
+        # nothing but the pair, so a repeat takes the first one's verdict (a timeout too: it would
+        # only cost another full budget) instead of a second round of SymPy.
+        first: dict[tuple[str, str], int] = {}
+        repeats: list[tuple[int, int]] = []
         for row, (gold, response) in enumerate(zip(golds, responses)):
             if gold is None or not str(gold).strip():
                 results[row] = NO_GOLD
                 continue
-            response = (response or "")[-MAX_RESPONSE_CHARS:]
-            verdict = fast_verdict(str(gold), response)
+            gold, response = str(gold), (response or "")[-MAX_RESPONSE_CHARS:]
+            verdict = fast_verdict(gold, response)
             if verdict is not None:
                 results[row] = verdict
                 continue
+            if (gold, response) in first:
+                repeats.append((row, first[gold, response]))
+                continue
+            first[gold, response] = row
             if queue and queue[-1].gold == gold:
                 queue[-1].rows.append(row)
                 queue[-1].responses.append(response)
             else:
-                queue.append(_Task(len(queue), str(gold), [row], [response]))
+                queue.append(_Task(len(queue), gold, [row], [response]))
         self._run(queue, results)
+        for row, source in repeats:
+            results[row] = results[source]
+            self.timeouts += results[row] is TIMEOUT
         return results  # type: ignore[return-value]
 
     def _run(self, queue: deque[_Task], results: list[Judgement | None]) -> None:
         while queue or any(worker.tasks for worker in self._pool):
-            # Two tasks in hand, so a worker never waits for the parent between tasks; a task goes to
-            # the worker its gold hashes to when that one has room (its parse is cached there).
-            while queue and any(len(w.tasks) < PIPELINE for w in self._pool):
+            # An idle worker takes the next task, its gold's home (where its parse is cached) first. A
+            # second task in hand saves a worker the wait for the parent between tasks, but only while
+            # the queue has work for every worker: a GRPO batch has a few tasks, and one queued behind
+            # a long parse would keep the batch waiting while another worker sits idle.
+            while queue:
                 home = self._pool[hash(queue[0].gold) % len(self._pool)]
-                worker = home if len(home.tasks) < PIPELINE else min(self._pool, key=lambda w: len(w.tasks))
+                idle = [w for w in self._pool if not w.tasks]
+                if idle:
+                    worker = home if home in idle else idle[0]
+                elif len(queue) >= len(self._pool) and any(len(w.tasks) < PIPELINE for w in self._pool):
+                    worker = home if len(home.tasks) < PIPELINE else min(self._pool, key=lambda w: len(w.tasks))
+                else:
+                    break
                 self._assign(worker, queue.popleft())
             # Idle workers are watched too: one that dies between tasks is replaced, and counted.
             watched = {worker.conn: worker for worker in self._pool}

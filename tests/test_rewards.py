@@ -254,6 +254,16 @@ def test_word_scripts_ignore_tags_and_latex():
     assert word_scripts(r"<think>\alpha + x_1 = 数</think>") == {"latin": 1, "han": 1}
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [(r"<think>Let x_1 = \frac{a2b}{c}; it's 3 apples.</think>", 8), ("12 + 34 = 46!", 0), ("", 0)],  # Let x a b c it s apples
+)
+def test_word_scripts_count_ascii_text_as_any_text(text, words):
+    assert word_scripts(text) == ({"latin": words} if words else {})
+    # ASCII text takes a shortcut; a dash, which is no word, sends the same text down the general path.
+    assert word_scripts(text + " \u2014") == word_scripts(text)
+
+
 # --- truncated and length -----------------------------------------------------------------------
 
 
