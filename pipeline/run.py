@@ -39,6 +39,7 @@ from r1distill.console import stderr_console
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.pipeline import recipe as recipes
 from r1distill.pipeline.recipe import RESUME, Recipe, Stage
+from r1distill.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,11 @@ def fingerprint(stage: Stage) -> str:
 
 
 def _settings(stage: Stage) -> dict:
-    return {k: v for k, v in asdict(stage.settings).items() if k not in _NOT_FINGERPRINTED}
+    """The settings as recorded in pipeline.json: credentials in URLs (a base URL's password) are hidden."""
+    def safe(value):
+        return redact_text(value) if isinstance(value, str) else [safe(v) for v in value] if isinstance(value, list) else value
+
+    return {k: safe(v) for k, v in asdict(stage.settings).items() if k not in _NOT_FINGERPRINTED}
 
 
 @dataclass
@@ -265,8 +270,11 @@ def _launch(stage: Stage, settings) -> None:
         if f.metadata.get("cli", True) and f.name not in NOT_IN_RECIPES and getattr(settings, f.name) is not None
     }
     values.update(getattr(settings, "trl", {}))  # rl: the other GRPOConfig fields, as a recipe gives them
+    # The real settings (a server URL's credentials too) go to the launched command through a file
+    # only its owner can read, removed when the launch ends.
     recipe = stage.folder.parent / f".{stage.name}.launch.yaml"
-    recipe.write_text(yaml.safe_dump(values, sort_keys=False))
+    with os.fdopen(os.open(recipe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(yaml.safe_dump(values, sort_keys=False))
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", stage.accelerate,
         "-m", "r1distill.cli", stage.kind, settings.input, "-o", settings.output, "--config", str(recipe),
@@ -275,7 +283,10 @@ def _launch(stage: Stage, settings) -> None:
     # The launcher dies with this process (kill -9 included), and every r1distill process under it
     # exits within a second of this one: accelerate's workers are its grandchildren, in sessions of their own.
     env = {**os.environ, processes.OWNER_ENV: str(os.getpid())}
-    code = subprocess.run(command, env=env, preexec_fn=processes.die_with_parent).returncode
+    try:
+        code = subprocess.run(command, env=env, preexec_fn=processes.die_with_parent).returncode
+    finally:
+        recipe.unlink(missing_ok=True)
     if code != 0:
         raise StageError(f"accelerate launch exited with code {code} (its messages are above)")
 

@@ -84,6 +84,18 @@ def test_a_rerun_skips_finished_stages_and_a_change_reruns_that_stage_and_every_
     assert all(entry["finished"] for entry in state.values())
 
 
+def test_credentials_in_a_server_url_never_reach_the_run_record(tmp_path, fake_server):
+    secret_url = fake_server.url.replace("http://", "http://trainer:hunter2-secret@")
+    run_dir = tmp_path / "run"
+    result = run_cli("run", str(_recipe(tmp_path / "r.yaml", _stages(secret_url), run_dir)))
+    assert result.returncode == 0, result.stderr
+    assert "***" in (run_dir / "pipeline.json").read_text()
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".jsonl", ".yaml"):
+            assert "hunter2-secret" not in path.read_text(errors="replace"), path
+    assert "hunter2-secret" not in result.stderr
+
+
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_a_killed_stage_resumes_with_what_it_had_finished(tmp_path, fake_server, stop):
     fake_server.delay = 0.05
