@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,24 +47,28 @@ class Kind:
     """Options whose value may be an earlier stage's name (its output path is put in its place)."""
     inputs: tuple[str, ...]
     """Options naming data that must exist (a file, a folder, an earlier stage or a Hub dataset id)."""
+    read_recipe: Callable[[str], dict] | None = None
+    """sft and rl: the reader of their --config settings file, which a stage's `config:` names."""
 
 
 def kinds() -> dict[str, Kind]:
     """The stage kinds, importing only their settings (no torch, no model code)."""
     from r1distill.distill.config import SFTConfig
+    from r1distill.distill.config import read_recipe as sft_recipe
     from r1distill.eval.config import EvalConfig
     from r1distill.filter.run import FilterConfig
     from r1distill.generate.run import GenerateConfig
     from r1distill.report.config import ReportConfig
     from r1distill.rl.config import RLConfig
+    from r1distill.rl.config import read_recipe as rl_recipe
     from r1distill.synth.run import SynthConfig
 
     return {
         "synth": Kind(SynthConfig, "problems.jsonl", (), ()),
         "generate": Kind(GenerateConfig, None, ("input", "model"), ("input",)),
         "filter": Kind(FilterConfig, None, ("input", "decontaminate", "non_reasoning"), ("input", "decontaminate", "non_reasoning")),
-        "sft": Kind(SFTConfig, None, ("input", "model"), ("input",)),
-        "rl": Kind(RLConfig, None, ("input", "model", "reward_model"), ("input",)),
+        "sft": Kind(SFTConfig, None, ("input", "model"), ("input",), sft_recipe),
+        "rl": Kind(RLConfig, None, ("input", "model", "reward_model"), ("input",), rl_recipe),
         "eval": Kind(EvalConfig, None, ("benchmark", "models", "completions", "compare"), ("completions", "compare")),
         "report": Kind(ReportConfig, "report.html", ("inputs",), ("inputs",)),
     }
@@ -162,10 +167,9 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
         )
     recipe_file = options.pop("config", None)
     if recipe_file is not None:
-        reader = _recipe_reader(kind_name)
-        if reader is None:
+        if kind.read_recipe is None:
             raise UsageError(f"{where}: `config` (a settings file) is taken by sft and rl only")
-        settings.update(reader(str(recipe_file)))
+        settings.update(kind.read_recipe(str(recipe_file)))
     hints = typing.get_type_hints(kind.config)
     problems = []
     for key, value in options.items():
@@ -217,18 +221,6 @@ def _aliases(fields) -> dict[str, str]:
         for flag in field.metadata.get("flags", ()):
             aliases[flag.split("/")[0].lstrip("-").replace("-", "_")] = field.name
     return aliases
-
-
-def _recipe_reader(kind: str):
-    if kind == "sft":
-        from r1distill.distill.config import read_recipe
-
-        return read_recipe
-    if kind == "rl":
-        from r1distill.rl.config import read_recipe
-
-        return read_recipe
-    return None
 
 
 def _resolve(field: str, value: Any, hint: Any, kind: Kind, earlier: dict[str, Path], names: list[str], name: str, where: str) -> Any:
