@@ -5,11 +5,12 @@ C-level SymPy work: `\\boxed{9^{9^{9^{9}}}}` can pin a core for minutes. So veri
 small pool of worker processes; the parent watches every item and kills a worker that overruns its
 budget, records the item as `timeout` (its own verdict, not "incorrect": nobody knows), and starts a
 fresh worker for the rest. Cheap cases never reach a worker (`fast_verdict`): an answer equal to the
-gold as text or as an exact number is correct, two plain numbers far apart are incorrect. Each gold
-answer is parsed once per prompt (the rows of one prompt travel together to one worker, which also
-caches parsed golds that come back), a (gold, response) pair repeated within one call (samples of a
-prompt that word their answer alike) is verified once, and a gold that takes too long to parse times
-out all of its rows in one budget.
+gold as text or as an exact number is correct, two plain numbers far apart are incorrect. A gold answer
+is parsed once for the pool: the rows of one prompt travel together to one worker, which sends the
+parse back pickled, and every later task with that gold, on any worker, carries the parse instead of
+parsing again (`prepare` parses a dataset's golds ahead: rl does it while the policy loads). A
+(gold, response) pair repeated within one call (samples of a prompt that word their answer alike) is
+verified once, and a gold that takes too long to parse times out all of its rows in one budget.
 
 Verdicts: correct (1.0), incorrect (0.0), no_answer (0.0: nothing to compare), gold_unparseable and
 no_gold (None: cannot verify), timeout (None), error (None: the worker died on it).
@@ -33,12 +34,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import re
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.connection import Connection, wait
@@ -52,7 +54,8 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_CHARS = 20_000
 PIPELINE = 2
-GOLD_CACHE = 10_000
+GOLD_CACHE = 100_000
+"""Parsed gold answers the pool keeps (pickles of a few hundred bytes each), the oldest dropped first."""
 MAX_DEATHS = 3
 """Worker deaths in a row (timeouts not counted) after which the run stops with a VerifierError."""
 CORRECT = Judgement(1.0, "correct")
@@ -137,29 +140,56 @@ def _die_with_parent() -> None:
         processes.exit_when_gone(os.getppid(), parent=True)
 
 
+def _unpickle(blob: bytes) -> list:
+    """A parsed gold from `_pickle`'s bytes, made by a worker from a gold (never a foreign pickle).
+
+    SymPy rebuilds an expression by calling its constructors, which evaluate by default: Math-Verify's
+    unevaluated `2^{10}` would come back as 1024 (a different expression for `verify`), and a
+    `9^{9^{9^{9}}}` would be computed. Rebuilt without evaluation, it is the expression that was parsed.
+    """
+    import sympy
+
+    with sympy.evaluate(False):
+        return pickle.loads(blob)
+
+
+def _pickle(parsed: list) -> bytes | None:
+    """A parsed gold as bytes for other workers, or None (parsed again where needed) when it does not come
+    back identical (`srepr`, every node and assumption) from `_unpickle`: a few SymPy objects cannot
+    be rebuilt unevaluated (a union of intervals with infinite ends raises)."""
+    import sympy
+
+    try:
+        blob = pickle.dumps(parsed)
+        return blob if sympy.srepr(_unpickle(blob)) == sympy.srepr(parsed) else None
+    except Exception:
+        return None
+
+
 def _worker(conn: Connection) -> None:
     """Verify (gold, responses) tasks sent over `conn`, one reply per item, until the parent goes."""
     _die_with_parent()
     import math_verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    # Parsing a gold costs more than verifying against it, and the same gold comes back (samples of a
-    # prompt, popular answers); the parent sends equal golds to the same worker whenever it is idle.
-    golds: dict[str, list] = {}
     while True:
         try:
-            task_id, gold, responses = conn.recv()
+            task_id, gold, parsed, responses = conn.recv()
         except EOFError:
             return
-        if gold not in golds:
+        # Parsing a gold costs more than verifying against it (Math-Verify's LaTeX parser is pure
+        # Python), and the same gold comes back (samples of a prompt, later epochs): the parse goes
+        # back to the parent, pickled, and comes with every later task for that gold.
+        fresh = None
+        if parsed is not None:
+            parsed_gold = _unpickle(parsed)
+        else:
             try:
-                golds[gold] = math_verify.parse(f"${gold}$", parsing_timeout=None)
+                parsed_gold = math_verify.parse(f"${gold}$", parsing_timeout=None)
             except Exception:
-                golds[gold] = []
-            if len(golds) > GOLD_CACHE:
-                del golds[next(iter(golds))]
-        parsed_gold = golds[gold]
-        conn.send((task_id, -1, None))
+                parsed_gold = []
+            fresh = _pickle(parsed_gold) or b""
+        conn.send((task_id, -1, fresh))
         for index, response in enumerate(responses):
             if not parsed_gold:
                 verdict = GOLD_UNPARSEABLE
@@ -250,8 +280,12 @@ class VerifierPool:
         # would save its import too, but makes runpy warn in every worker of `python -m r1distill.cli`.)
         self._context.set_forkserver_preload(["math_verify", __name__])
         self._pool: list[_Worker] = []
+        self._golds: dict[str, bytes] = {}
+        """Gold answer -> its pickled parse, sent with every task for that gold (b"": cannot be sent, parse it)."""
         self._deaths = 0
         self.timeouts = 0
+        self.gold_parses = 0
+        """Gold answers the workers parsed (a gold whose parse was already known is not counted)."""
 
     def __enter__(self) -> VerifierPool:
         self._pool = [self._start() for _ in range(self.workers)]
@@ -318,19 +352,38 @@ class VerifierPool:
             self.timeouts += results[row] is TIMEOUT
         return results  # type: ignore[return-value]
 
+    def prepare(self, golds: Iterable[str | None], stop: threading.Event | None = None) -> int:
+        """Parse gold answers before the rows that need them arrive, each distinct one once, in the
+        workers under the same budget; returns how many were parsed.
+
+        rl calls it while the policy loads, when the workers would sit idle: a training step then only
+        parses and verifies the policy's answers. Exact numbers are skipped (the fast path settles
+        their rows, and they parse quickly when it does not); it stops within a few golds once `stop`
+        is set, and golds left over are parsed when their rows come, as without it.
+        """
+        todo = [gold for gold in dict.fromkeys(str(g) for g in golds if g is not None and str(g).strip())
+                if gold not in self._golds and exact_number(gold) is None]
+        parsed = self.gold_parses
+        # A few golds per worker at a time: `stop` is looked at between rounds.
+        size = 4 * len(self._pool)
+        for start in range(0, len(todo), size):
+            if stop is not None and stop.is_set():
+                break
+            self._run(deque(_Task(i, gold, [], []) for i, gold in enumerate(todo[start : start + size])), [])
+        return self.gold_parses - parsed
+
     def _run(self, queue: deque[_Task], results: list[Judgement | None]) -> None:
         while queue or any(worker.tasks for worker in self._pool):
-            # An idle worker takes the next task, its gold's home (where its parse is cached) first. A
-            # second task in hand saves a worker the wait for the parent between tasks, but only while
-            # the queue has work for every worker: a GRPO batch has a few tasks, and one queued behind
-            # a long parse would keep the batch waiting while another worker sits idle.
+            # An idle worker takes the next task. A second task in hand saves a worker the wait for the
+            # parent between tasks, but only while the queue has work for every worker: a GRPO batch
+            # has a few tasks, and one queued behind a long parse would keep the batch waiting while
+            # another worker sits idle.
             while queue:
-                home = self._pool[hash(queue[0].gold) % len(self._pool)]
                 idle = [w for w in self._pool if not w.tasks]
                 if idle:
-                    worker = home if home in idle else idle[0]
+                    worker = idle[0]
                 elif len(queue) >= len(self._pool) and any(len(w.tasks) < PIPELINE for w in self._pool):
-                    worker = home if len(home.tasks) < PIPELINE else min(self._pool, key=lambda w: len(w.tasks))
+                    worker = min(self._pool, key=lambda w: len(w.tasks))
                 else:
                     break
                 self._assign(worker, queue.popleft())
@@ -346,12 +399,14 @@ class VerifierPool:
                     continue
                 self._deaths = 0
                 worker.deadline = time.monotonic() + self.timeout
+                task = worker.tasks[0]
                 if index < 0:
                     worker.gold_parsed = True
-                    continue
-                task = worker.tasks[0]
-                results[task.rows[index]] = Judgement(*verdict)
-                worker.next_item = index + 1
+                    if verdict is not None:  # the worker parsed the gold: its pickle, for every later task
+                        self._remember(task.gold, verdict)
+                else:
+                    results[task.rows[index]] = Judgement(*verdict)
+                    worker.next_item = index + 1
                 if worker.next_item == len(task.rows):
                     worker.tasks.popleft()
                     worker.next_item, worker.gold_parsed = 0, False
@@ -363,7 +418,13 @@ class VerifierPool:
         if not worker.tasks:
             worker.deadline = time.monotonic() + self.timeout
         worker.tasks.append(task)
-        worker.outbox.put((task.task_id, task.gold, task.responses))
+        worker.outbox.put((task.task_id, task.gold, self._golds.get(task.gold) or None, task.responses))
+
+    def _remember(self, gold: str, parsed: bytes) -> None:
+        self.gold_parses += 1
+        self._golds[gold] = parsed
+        if len(self._golds) > GOLD_CACHE:
+            del self._golds[next(iter(self._golds))]
 
     def _retire(self, worker: _Worker, queue: deque[_Task], results: list[Judgement | None], died: bool) -> None:
         """Replace a worker that died or overran its budget: its item gets `error` or `timeout`, the rest is requeued."""

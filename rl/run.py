@@ -19,7 +19,8 @@ what is optimised; the trainer is TRL's and this module only prepares what goes 
    is refused while the format reward is on, since no completion could pass it.
 2. `build_trainer`: the policy is loaded (fp32, bf16 autocast on GPUs that have it) and stops at its
    template's end-of-turn token; each rule is wrapped to score only the policy's completion
-   (rewards.py); an optional sequence-classification reward model joins them.
+   (rewards.py); an optional sequence-classification reward model joins them. Meanwhile the
+   accuracy rule's verifier workers parse the prompts' gold answers (`golds_parsed_meanwhile`).
 3. `train`: metrics.jsonl (per-reward means and stds, reward, completion lengths and clipped share,
    KL, clip ratios, learning rate, sample completions) and a bar with the reward; --resume continues.
 4. `save`: weights (or LoRA adapters, or merged), tokenizer, template, generation config and a model
@@ -29,7 +30,10 @@ what is optimised; the trainer is TRL's and this module only prepares what goes 
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +45,7 @@ from r1distill.generate.prompts import R1_ZERO
 from r1distill.rl.config import RESUMABLE, RLConfig
 from r1distill.rl.data import PromptStats, load_prompt_set, trainer_rows
 from r1distill.rl.rewards import POLICY_COLUMNS, PolicyReward, Rollouts
-from r1distill.schema import THINK_CLOSE, THINK_OPEN
+from r1distill.schema import ANSWER, THINK_CLOSE, THINK_OPEN
 from r1distill.training import model as policy
 from r1distill.training import output
 from r1distill.training.callbacks import MetricsLog, TrainProgress
@@ -98,9 +102,45 @@ def rl(cfg: RLConfig) -> RLSummary:
     with ExitStack() as stack:
         for rule in plan.rules:
             stack.enter_context(rule)  # the accuracy rule's verifier workers stop with the run
-        trainer = build_trainer(plan)
+        with golds_parsed_meanwhile(plan):
+            trainer = build_trainer(plan)
         train(trainer, plan)
         return save(trainer, plan)
+
+
+@contextmanager
+def golds_parsed_meanwhile(plan: Plan) -> Iterator[None]:
+    """Parse the prompts' gold answers in the accuracy rule's workers while the block runs (the policy
+    loads: the workers would sit idle), so a training step only reads the policy's answers.
+
+    Parsing stops when the block ends, finished or not (a gold left over is parsed in the step that
+    needs it, as without this), so the run never waits for it beyond the golds in hand; a verifier
+    that cannot work raises here, after the block.
+    """
+    accuracy = next((rule for rule in plan.rules if isinstance(rule, rewards.Accuracy)), None)
+    if accuracy is None:
+        yield
+        return
+    stop, failed = threading.Event(), []
+    started = time.monotonic()
+
+    def parse() -> None:
+        try:
+            parsed = accuracy.prepare([row.get(ANSWER) for row in plan.rows], stop=stop)
+            rest = "; the others are parsed in the steps that need them" if stop.is_set() else ""
+            log.info("parsed %d gold answers while the policy loaded (%.1f s)%s", parsed, time.monotonic() - started, rest)
+        except Exception as err:  # a thread's exception would only be printed: the caller raises it
+            failed.append(err)
+
+    thread = threading.Thread(target=parse, name="r1distill-parse-golds", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _rules(cfg: RLConfig) -> tuple[list, list[float]]:

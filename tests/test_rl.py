@@ -24,7 +24,7 @@ from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.rewards import rule
 from r1distill.rl.config import RLConfig, read_recipe
 from r1distill.rl.rewards import PolicyReward, Rollouts
-from r1distill.rl.run import _grpo_config, build_trainer, plan_run, rl
+from r1distill.rl.run import _grpo_config, build_trainer, golds_parsed_meanwhile, plan_run, rl
 from r1distill.schema import FINISH_LENGTH, FINISH_STOP
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,6 +156,38 @@ def test_a_verification_that_times_out_is_none_and_never_stalls_a_step_even_from
         assert not worker.is_alive() and time.monotonic() - started < 60
         assert accuracy.timeouts == 1
     assert result["scores"] == [None, 1.0] and logged["rewards/accuracy_reward/unscored"] == 0.5
+
+
+@pytest.mark.timeout(300)
+def test_gold_answers_are_parsed_while_the_policy_loads_and_the_parsing_stops_with_the_load(tmp_path, tiny_model):
+    def plan(name: str, count: int):
+        # Symbolic golds: exact numbers are left to the fast path and never parsed ahead.
+        rows = [{"problem": f"Expand p{n}.", "answer": f"x^{{{n}}} + {n}y"} for n in range(count)]
+        return plan_run(RLConfig(str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), str(tmp_path / name), model=str(tiny_model),
+                                 rewards=["accuracy", "format"], num_generations=2, batch_size=2, max_completion_length=8, max_steps=1))
+
+    waited = plan("waited", 12)
+    accuracy = waited.rules[0]
+    try:
+        with golds_parsed_meanwhile(waited):
+            # A policy that takes its time to load: the workers parse every gold meanwhile.
+            deadline = time.monotonic() + 120
+            while (accuracy._pool is None or accuracy._pool.gold_parses < 12) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert accuracy._pool.gold_parses == 12
+        scores = accuracy(["\\boxed{x^{3} + 3y}", "\\boxed{3y + x^3}", "\\boxed{x^3 + 3}"], answer=["x^{3} + 3y"] * 3)
+        assert scores == [1.0, 1.0, 0.0] and accuracy._pool.gold_parses == 12, "the step parsed no gold"
+    finally:
+        accuracy.close()
+    hurried = plan("hurried", 2000)
+    accuracy = hurried.rules[0]
+    try:
+        started = time.monotonic()
+        with golds_parsed_meanwhile(hurried):
+            pass  # loaded at once: the parsing stops, the run does not wait for 2,000 golds
+        assert time.monotonic() - started < 60 and accuracy._pool.gold_parses < 2000
+    finally:
+        accuracy.close()
 
 
 def test_r1_zero_path_trains_and_resumes_from_a_checkpoint(tmp_path, tiny_model):

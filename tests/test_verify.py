@@ -86,11 +86,9 @@ def test_a_hostile_answer_repeated_by_a_whole_group_costs_one_timeout():
     assert time.monotonic() - started < 15, "one budget of 3 s, not eight"
 
 
-def test_the_tasks_of_a_small_batch_use_every_idle_worker_whatever_their_golds_hash_to(monkeypatch):
-    # Two golds whose parses would be cached on the same worker: a batch with only their two tasks must
-    # still run on both workers at once, not one behind the other.
-    golds = ["x^2", "x^3", "x^4"]
-    first, second = next((a, b) for a in golds for b in golds if a < b and hash(a) % 2 == hash(b) % 2)
+def test_the_tasks_of_a_small_batch_use_every_idle_worker(monkeypatch):
+    # A batch with only two tasks must run on both workers at once, not one behind the other.
+    first, second = "x^2", "x^3"
     workers = []
     assign = VerifierPool._assign
 
@@ -103,3 +101,83 @@ def test_the_tasks_of_a_small_batch_use_every_idle_worker_whatever_their_golds_h
         verdicts = [j.verdict for j in pool.judge([first, second], ["\\boxed{x \\cdot x}"] * 2)]
     assert verdicts == ["correct" if gold == "x^2" else "incorrect" for gold in (first, second)]
     assert len(set(workers)) == 2
+
+
+# Pairs only SymPy can decide, over the kinds of object latex2sympy builds (intervals, unions, sets,
+# tuples, matrices, equations, real symbols, trigonometric functions), half of them right.
+SYMPY_ONLY = [
+    ("\\frac{\\sqrt{3}}{2}", "\\boxed{\\frac{\\sqrt{12}}{4}}"),
+    ("\\frac{\\sqrt{3}}{2}", "\\boxed{\\frac{\\sqrt{2}}{2}}"),
+    ("\\left[ \\frac{\\pi^2}{8}, \\frac{5 \\pi^2}{4} \\right]", "\\boxed{[\\pi^2/8, 5\\pi^2/4]}"),
+    ("(-\\infty, 3) \\cup (5, \\infty)", "\\boxed{(5,\\infty) \\cup (-\\infty,3)}"),
+    ("(-\\infty, 3) \\cup (5, \\infty)", "\\boxed{(-\\infty, 5)}"),
+    ("\\{1, 2\\}", "\\boxed{\\{2,1\\}}"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix} + 0}"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\boxed{\\begin{pmatrix} 1 \\\\ 3 \\end{pmatrix}}"),
+    ("x^2 + 2x + 1", "\\boxed{(x+1)^2}"),
+    ("x^2 + 2x + 1", "\\boxed{(x-1)^2}"),
+    ("\\cot x", "\\boxed{\\frac{\\cos x}{\\sin x}}"),
+    ("y = 2x + 3", "\\boxed{y = 3 + 2x}"),
+    ("(3, \\frac{\\pi}{2})", "\\boxed{(3, \\pi/2)}"),
+    ("(3, \\frac{\\pi}{2})", "\\boxed{(\\pi/2, 3)}"),
+]
+
+
+def test_a_gold_parsed_ahead_or_by_another_worker_gives_the_verdicts_of_a_fresh_parse():
+    golds, responses = [g for g, _ in SYMPY_ONLY], [r for _, r in SYMPY_ONLY]
+    with VerifierPool(workers=2, timeout=20) as fresh:
+        expected = [j.verdict for j in fresh.judge(golds, responses)]
+    assert {"correct", "incorrect"} == set(expected)
+    with VerifierPool(workers=2, timeout=20) as pool:
+        distinct = len(set(golds))
+        assert pool.prepare(golds + ["12", "\\frac{3}{4}", None, " "]) == distinct, "each distinct gold once; exact numbers and blanks skipped"
+        assert pool.prepare(golds) == 0, "nothing parsed twice"
+        assert [j.verdict for j in pool.judge(golds, responses)] == expected
+        # Rows of one gold apart from each other go out as separate tasks, to either worker: none parses it,
+        # but the union of intervals, which SymPy cannot rebuild unevaluated, is parsed again by each call.
+        assert [j.verdict for j in pool.judge(golds[::-1], responses[::-1])] == expected[::-1]
+        assert pool.gold_parses == distinct + 2
+
+
+def test_a_gold_parsed_in_one_call_serves_every_worker_in_the_next():
+    with VerifierPool(workers=2, timeout=20) as pool:
+        assert [j.verdict for j in pool.judge(["x^2"], ["\\boxed{x \\cdot x}"])] == ["correct"]
+        # Three tasks (the x^2 rows are not adjacent), spread over both workers: only x^3 is new.
+        verdicts = [j.verdict for j in pool.judge(["x^2", "x^3", "x^2"], ["\\boxed{x + x}", "\\boxed{x \\cdot x^2}", "\\boxed{x^{2} + 0}"])]
+        assert verdicts == ["incorrect", "correct", "correct"]
+        assert pool.gold_parses == 2
+
+
+@pytest.mark.timeout(90)
+def test_parsing_ahead_costs_a_hostile_gold_one_budget_and_stops_when_asked():
+    import threading
+
+    # Math-Verify takes about 6 s on this machine to give up on 800 nested braces: the worker is killed
+    # after its budget and the next gold goes on.
+    hostile = "{" * 800 + "1" + "}" * 800
+    stop = threading.Event()
+    with VerifierPool(workers=1, timeout=0.5) as pool:
+        started = time.monotonic()
+        assert pool.prepare([hostile, "x^2"]) == 1
+        assert time.monotonic() - started < 30
+        assert pool.timeouts == 0, "no row timed out: no row was judged"
+        assert [j.verdict for j in pool.judge(["x^2", hostile], ["\\boxed{x \\cdot x}", "\\boxed{3}"])] == ["correct", "timeout"]
+        stop.set()
+        assert pool.prepare(["x^3", "\\sqrt{2}"], stop) == 0, "a set stop parses nothing more"
+        assert pool.gold_parses == 1
+
+
+def test_a_shared_gold_parse_comes_back_unevaluated_or_not_at_all():
+    import math_verify
+    import sympy
+
+    from r1distill.rewards.verify import _pickle, _unpickle
+
+    # Math-Verify keeps 2^{10}, x + x and 9^{9^{9^{9}}} as written; rebuilt with evaluation they would be
+    # 1024, 2x and a number no machine can hold.
+    for gold in ("2^{10}", "x + x", "9^{9^{9^{9}}}", "\\begin{pmatrix} 1+1 \\\\ 2 \\end{pmatrix}", "\\{1, 2\\}"):
+        parsed = math_verify.parse(f"${gold}$")
+        blob = _pickle(parsed)
+        assert blob is not None and sympy.srepr(_unpickle(blob)) == sympy.srepr(parsed), gold
+    # SymPy cannot rebuild this union unevaluated: it is not shared, each worker parses it.
+    assert _pickle(math_verify.parse("$(-\\infty, 3) \\cup (5, \\infty)$")) is None
