@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
-from itertools import repeat
 from typing import Any
 
 from r1distill.rewards.text import Judgement, aligned_rows, answer_region, completion_text, extract_final_answer, normalize_answer
@@ -196,12 +195,12 @@ class Accuracy:
     def __call__(self, completions: list, **columns: Any) -> list[float | None]:
         return [judgement.score for judgement in self.judge(completions, **columns)]
 
-    def prepare(self, answers: Iterable, modes: Iterable | None = None, stop: threading.Event | None = None) -> int:
+    def prepare(self, answers: Iterable, stop: threading.Event | None = None) -> int:
         """Parse the gold answers of math rows before their completions come (`VerifierPool.prepare`);
-        `modes` is the `mode_column` of the same rows, if any. Returns how many golds were parsed."""
-        modes = repeat(None) if modes is None else modes
-        golds = [str(gold) for gold, mode in zip(answers, modes) if (mode or self.mode) == "math" and _has_gold(gold)]
-        return self._verifier().prepare(golds, stop) if golds else 0
+        returns how many were parsed. In choice or exact mode there is nothing to parse."""
+        if self.mode != "math" and not self.mode_column:
+            return 0
+        return self._verifier().prepare([str(gold) for gold in answers if _has_gold(gold)], stop)
 
     def _verifier(self) -> VerifierPool:
         if self._pool is None:

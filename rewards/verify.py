@@ -56,6 +56,8 @@ MAX_RESPONSE_CHARS = 20_000
 PIPELINE = 2
 GOLD_CACHE = 100_000
 """Parsed gold answers the pool keeps (pickles of a few hundred bytes each), the oldest dropped first."""
+MAX_SHARED_PARSE = 20_000
+"""Bytes of a pickled gold parse beyond which it is not shared (MATH-500's largest is 365)."""
 MAX_DEATHS = 3
 """Worker deaths in a row (timeouts not counted) after which the run stops with a VerifierError."""
 CORRECT = Judgement(1.0, "correct")
@@ -155,13 +157,14 @@ def _unpickle(blob: bytes) -> list:
 
 def _pickle(parsed: list) -> bytes | None:
     """A parsed gold as bytes for other workers, or None (parsed again where needed) when it does not come
-    back identical (`srepr`, every node and assumption) from `_unpickle`: a few SymPy objects cannot
-    be rebuilt unevaluated (a union of intervals with infinite ends raises)."""
+    back identical (`srepr`, every node and assumption) from `_unpickle` (a few SymPy objects cannot be
+    rebuilt unevaluated: a union of intervals with infinite ends raises), or is too big to travel with
+    every task and stay in the pool's memory."""
     import sympy
 
     try:
         blob = pickle.dumps(parsed)
-        return blob if sympy.srepr(_unpickle(blob)) == sympy.srepr(parsed) else None
+        return blob if len(blob) <= MAX_SHARED_PARSE and sympy.srepr(_unpickle(blob)) == sympy.srepr(parsed) else None
     except Exception:
         return None
 
