@@ -26,6 +26,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +47,19 @@ def completions(data: Path, problems: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def _timed_epochs(pairs: list[tuple[str, str]], epochs: int, score: Callable[[list[tuple[str, str]]], list]) -> tuple[list[float], list]:
+    """Completions per second of `score` over the pairs in batches of BATCH, per epoch; and the accuracy
+    scores it returned in the last epoch."""
+    rates = []
+    for _ in range(epochs):
+        accuracy_scores = []
+        started = time.perf_counter()
+        for start in range(0, len(pairs), BATCH):
+            accuracy_scores += score(pairs[start : start + BATCH])
+        rates.append(len(pairs) / (time.perf_counter() - started))
+    return rates, accuracy_scores
+
+
 def r1distill_rewards(pairs: list[tuple[str, str]], prepare: bool, epochs: int = 1) -> tuple[list[float], float, list[float | None]]:
     """Completions per second through rl's PolicyReward wrappers of the shared rules, per pass over the
     pairs (an epoch), the seconds spent parsing the golds ahead (`prepare`, what rl does while the
@@ -61,19 +75,15 @@ def r1distill_rewards(pairs: list[tuple[str, str]], prepare: bool, epochs: int =
         if prepare:
             accuracy.prepare([gold for gold, _ in pairs])
         prepared = time.perf_counter() - started
-        rates = []
-        for _ in range(epochs):
-            accuracy_scores = []
-            started = time.perf_counter()
-            for start in range(0, len(pairs), BATCH):
-                batch = pairs[start : start + BATCH]
-                chat = [[{"role": "assistant", "content": text}] for _, text in batch]
-                ids = [[1, END]] * len(batch)
-                for reward in rewards:
-                    scores = reward(prompts=["q"] * len(batch), completions=chat, completion_ids=ids, answer=[gold for gold, _ in batch])
-                    if reward is rewards[0]:
-                        accuracy_scores += scores
-            rates.append(len(pairs) / (time.perf_counter() - started))
+
+        def score(batch: list[tuple[str, str]]) -> list[float | None]:
+            chat = [[{"role": "assistant", "content": text}] for _, text in batch]
+            ids = [[1, END]] * len(batch)
+            answers = [gold for gold, _ in batch]
+            scores = [reward(prompts=["q"] * len(batch), completions=chat, completion_ids=ids, answer=answers) for reward in rewards]
+            return scores[0]
+
+        rates, accuracy_scores = _timed_epochs(pairs, epochs, score)
         return rates, prepared, accuracy_scores
 
 
@@ -86,18 +96,14 @@ def naive_rewards(pairs: list[tuple[str, str]], epochs: int) -> tuple[list[float
     from r1distill.rewards.text import answer_region
 
     format_, language = rule("format"), rule("language")
-    rates = []
-    for _ in range(epochs):
-        accuracy_scores = []
-        started = time.perf_counter()
-        for start in range(0, len(pairs), BATCH):
-            batch = pairs[start : start + BATCH]
-            texts = [text for _, text in batch]
-            for gold, text in batch:
-                accuracy_scores.append(float(math_verify.verify(math_verify.parse(f"${gold}$"), math_verify.parse(answer_region(text)))))
-            format_(texts), language(texts)
-        rates.append(len(pairs) / (time.perf_counter() - started))
-    return rates, accuracy_scores
+
+    def score(batch: list[tuple[str, str]]) -> list[float]:
+        texts = [text for _, text in batch]
+        accuracy = [float(math_verify.verify(math_verify.parse(f"${gold}$"), math_verify.parse(answer_region(text)))) for gold, text in batch]
+        format_(texts), language(texts)
+        return accuracy
+
+    return _timed_epochs(pairs, epochs, score)
 
 
 def step_share(data: Path, steps: int) -> tuple[float, float, float]:
