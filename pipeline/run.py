@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -263,12 +263,9 @@ def _launch(stage: Stage, settings) -> None:
     stage's own command in processes of its own, its settings handed over as a --config recipe."""
     import yaml
 
-    from r1distill.training.recipe import NOT_IN_RECIPES
+    from r1distill.training.recipe import recipe_fields
 
-    values = {
-        f.name: getattr(settings, f.name) for f in fields(settings)
-        if f.metadata.get("cli", True) and f.name not in NOT_IN_RECIPES and getattr(settings, f.name) is not None
-    }
+    values = {name: getattr(settings, name) for name in recipe_fields(settings) if getattr(settings, name) is not None}
     values.update(getattr(settings, "trl", {}))  # rl: the other GRPOConfig fields, as a recipe gives them
     # The real settings (a server URL's credentials too) go to the launched command through a file
     # only its owner can read, removed when the launch ends.

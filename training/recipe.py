@@ -18,6 +18,12 @@ from r1distill.errors import UsageError, first_line
 NOT_IN_RECIPES = ("input", "output", "command")
 
 
+def recipe_fields(config) -> list[str]:
+    """The settings a --config recipe may give for the settings dataclass (or instance) `config`."""
+    # A field hidden from the command line (metadata cli=False) is filled by the stage, not by a recipe.
+    return [f.name for f in dataclasses.fields(config) if f.metadata.get("cli", True) and f.name not in NOT_IN_RECIPES]
+
+
 def read_recipe(path: str | Path, config: type, stage: str, extra: Callable[[str, dict], dict] | None = None) -> dict:
     """The settings in the YAML file `path`, each checked to be a field of `config` and of its type.
 
@@ -35,8 +41,7 @@ def read_recipe(path: str | Path, config: type, stage: str, extra: Callable[[str
         raise UsageError(f"--config {path}: not valid YAML ({first_line(err)})") from err
     if not isinstance(recipe, dict):
         raise UsageError(f"--config {path}: expected a mapping of settings (max_steps: 100, ...)")
-    # A field hidden from the command line (metadata cli=False) is filled by the stage, not by a recipe.
-    names = {f.name for f in dataclasses.fields(config) if f.metadata.get("cli", True)} - set(NOT_IN_RECIPES)
+    names = set(recipe_fields(config))
     unknown = {str(key): value for key, value in recipe.items() if key not in names}
     if unknown and extra is None:
         raise UsageError(f"--config {path}: unknown setting(s) {', '.join(sorted(unknown))}; use the fields of `r1distill {stage} --help` with _ for -")
