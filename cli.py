@@ -30,7 +30,7 @@ from r1distill.eval.benchmarks import BENCHMARKS
 from r1distill.eval.config import EvalConfig
 from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
 from r1distill.generate.prompts import TEMPLATES
-from r1distill.generate.run import GenerateConfig
+from r1distill.generate.config import GenerateConfig
 from r1distill.report.config import ReportConfig
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
 from r1distill.rl import config as rl_config

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from r1distill.errors import UsageError
 from r1distill.eval.benchmarks import BENCHMARKS
-from r1distill.generate.run import GenerateConfig
+from r1distill.generate.config import GenerateConfig
 from r1distill.rewards import ACCURACY_MODES
 
 

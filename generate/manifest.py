@@ -25,7 +25,8 @@ from r1distill.redact import redact_text, redact_url
 from r1distill.schema import PROBLEM, PROMPT_ID
 
 if TYPE_CHECKING:
-    from r1distill.generate.run import GenerateConfig, GenerateSummary
+    from r1distill.generate.config import GenerateConfig
+    from r1distill.generate.run import GenerateSummary
 
 # The settings that shape a row: one OUT holds rows made with one value of each. Budget, sample count
 # and everything about how requests are sent (URLs, concurrency, batches) may change between runs.

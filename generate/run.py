@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import logging
 import os
 import signal
@@ -35,7 +34,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,11 +44,11 @@ import pyarrow as pa
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
-from r1distill.backends import BACKENDS, Backend, Request, Result, Sampling, failure_hint, failure_reason, is_permanent, make_backend
+from r1distill.backends import Backend, Request, Result, Sampling, failure_hint, failure_reason, is_permanent, make_backend
+from r1distill.generate.config import GenerateConfig
 from r1distill.generate.manifest import check_settings, key_settings, request_key, write_manifest
-from r1distill.generate.prompts import RAW_TEMPLATES, TEMPLATES, build_messages
+from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_state
-from r1distill.redact import redact_text
 from r1distill.schema import (
     ANSWER,
     FINISH_ERROR,
@@ -66,150 +65,6 @@ from r1distill.schema import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GenerateConfig:
-    """Settings of one `r1distill generate` run."""
-
-    input: str
-    """Prompt table: .jsonl/.json/.parquet/.csv, a folder of Parquet shards, a datasets save_to_disk folder, or a Hub dataset id."""
-    output: str = field(metadata={"flags": ("--output", "-o")})
-    """Output folder (Parquet shards + manifest.json); rerunning the same command resumes into it."""
-    model: str = field(default="smollm2-135m", metadata={"flags": ("--model", "-m")})
-    """Teacher: 'smollm2-135m' (embedded, offline), a Hub id or local folder, or the model name a server serves."""
-    backend: str = "transformers"
-    """transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek's API) or vllm (offline on local GPUs)."""
-    num_samples: int = field(default=1, metadata={"flags": ("--num-samples", "-n")})
-    """Completions per prompt (rejection sampling picks among them later)."""
-    max_tokens: int = 4096
-    """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
-    temperature: float = 0.6
-    """Sampling temperature (DeepSeek recommends 0.5-0.7 for R1); 0 is greedy."""
-    top_p: float = 0.95
-    """Nucleus sampling mass."""
-    seed: int = 0
-    """Base seed; each (prompt, sample) derives its own."""
-    template: str = "chat"
-    """chat: the model's chat template with a \\boxed{} answer request; r1-zero: the R1-Zero paper prompt as raw text; raw: the problem column sent as it is (prompts rendered elsewhere)."""
-    system: str | None = None
-    """System prompt (chat template)."""
-    prompt_template: str | None = None
-    """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
-    base_urls: list[str] = field(default_factory=list, metadata={"flags": ("--base-url",)})
-    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key (read at run time, never printed or written)."""
-    concurrency: int = 64
-    """Requests in flight at once (openai backend)."""
-    shard: str = "0/1"
-    """Generate only part i/N of the prompts (0-based), so N machines can share one --output."""
-    problem_column: str = PROBLEM
-    """Input column with the problem text."""
-    answer_column: str | None = None
-    """Input column with the gold answer [default: 'answer' if present]."""
-    id_column: str | None = None
-    """Input column with a unique prompt id [default: 'id' if present, else a hash of the problem]."""
-    split: str = "train"
-    """Split of a Hub dataset or save_to_disk folder."""
-    batch_size: int = 8
-    """Prompts per forward batch (transformers) or per scheduling chunk (vllm)."""
-    max_retries: int = 8
-    """Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed (openai)."""
-    request_timeout: float = 1800.0
-    """Seconds one request may take before it is retried (openai)."""
-    retry_delay: float = 1.0
-    """First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins."""
-    retry_failed: bool = False
-    """Also retry rows that failed permanently in an earlier run (a 4xx refusal such as 400 or 401, prompt_too_long)."""
-    rows_per_shard: int = 1000
-    """Rows per Parquet shard."""
-    seconds_per_shard: float = 60.0
-    """A shard is also written after this many seconds, so a long run shows its traces early."""
-    device: str | None = None
-    """Torch device for the transformers backend [default: cuda if available, else cpu]."""
-    tensor_parallel_size: int = 1
-    """GPUs per model replica (vllm)."""
-    max_model_len: int | None = None
-    """Context length of prompt plus output (vllm) [default: the model's own]."""
-    data_parallel_size: int = 1
-    """Model replicas, one process per GPU group, each on its own part of the prompts (vllm)."""
-    command: list[str] = field(default_factory=list)
-    """The command line that started the run, recorded in the manifest."""
-
-    def shard_parts(self) -> tuple[int, int]:
-        index, _, count = self.shard.partition("/")
-        return int(index), int(count)
-
-    def check(self) -> None:
-        """Raise one UsageError listing every problem with these settings."""
-        problems = []
-        if self.backend not in BACKENDS:
-            problems.append(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.template not in TEMPLATES:
-            problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
-        if self.prompt_template is not None and "{problem}" not in self.prompt_template:
-            problems.append(f"--prompt-template must contain {{problem}}, got {self.prompt_template!r}")
-        for name, value, low in (
-            ("--num-samples", self.num_samples, 1),
-            ("--max-tokens", self.max_tokens, 1),
-            ("--concurrency", self.concurrency, 1),
-            ("--batch-size", self.batch_size, 1),
-            ("--max-retries", self.max_retries, 0),
-            ("--rows-per-shard", self.rows_per_shard, 1),
-            ("--tensor-parallel-size", self.tensor_parallel_size, 1),
-            ("--data-parallel-size", self.data_parallel_size, 1),
-        ):
-            if value < low:
-                problems.append(f"{name} must be at least {low}, got {value}")
-        if self.temperature < 0:
-            problems.append(f"--temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.request_timeout <= 0 or self.retry_delay < 0:
-            problems.append("--request-timeout must be > 0 and --retry-delay >= 0")
-        try:
-            index, count = self.shard_parts()
-            if not 0 <= index < count:
-                raise ValueError
-        except ValueError:
-            problems.append(f"--shard must be i/N with 0 <= i < N, got {self.shard!r}")
-        if self.backend == "openai":
-            if not self.base_urls:
-                problems.append("--backend openai needs --base-url (for example http://localhost:8000/v1)")
-            bad = [url for url in self.base_urls if not url.startswith(("http://", "https://"))]
-            if bad:
-                problems.append(f"--base-url must start with http:// or https://, got {redact_text(bad[0])!r}")
-        elif self.base_urls:
-            problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
-        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-            problems.append("--backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'")
-        if self.device is not None:
-            problems += _device_problems(self.device, self.backend)
-        if self.max_model_len is not None and (self.backend != "vllm" or self.max_model_len < 2):
-            problems.append("--max-model-len only applies to --backend vllm and must be at least 2")
-        if self.data_parallel_size > 1 and self.backend != "vllm":
-            problems.append("--data-parallel-size only applies to --backend vllm (use --shard for the others)")
-        if Path(self.output).exists() and not Path(self.output).is_dir():
-            problems.append(f"-o {self.output}: exists and is not a folder")
-        if problems:
-            raise UsageError("; ".join(problems))
-
-
-def _device_problems(device: str, backend: str) -> list[str]:
-    if backend != "transformers":
-        return [f"--device only applies to --backend transformers, not {backend}"]
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        return [f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps"]
-    if kind == "cuda" and not torch.cuda.is_available():
-        return [f"--device {device}: no CUDA GPU is visible here; use --device cpu"]
-    if kind == "mps" and not torch.backends.mps.is_available():
-        return [f"--device {device}: MPS is not available here; use --device cpu"]
-    return []
 
 
 @dataclass

@@ -57,7 +57,7 @@ def kinds() -> dict[str, Kind]:
     from r1distill.distill.config import read_recipe as sft_recipe
     from r1distill.eval.config import EvalConfig
     from r1distill.filter.run import FilterConfig
-    from r1distill.generate.run import GenerateConfig
+    from r1distill.generate.config import GenerateConfig
     from r1distill.report.config import ReportConfig
     from r1distill.rl.config import RLConfig
     from r1distill.rl.config import read_recipe as rl_recipe

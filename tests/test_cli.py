@@ -14,7 +14,7 @@ from r1distill.cli import _field_docs, app
 from r1distill.distill.config import SFTConfig
 from r1distill.eval.config import EvalConfig
 from r1distill.filter.run import FilterConfig
-from r1distill.generate.run import GenerateConfig
+from r1distill.generate.config import GenerateConfig
 from r1distill.report import ReportConfig
 
 runner = CliRunner()

@@ -25,7 +25,7 @@ from r1distill.eval.benchmarks import load_benchmark
 from r1distill.eval.config import GENERATE_SETTINGS, EvalConfig
 from r1distill.eval.metrics import pass_at_k
 from r1distill.eval.run import evaluate
-from r1distill.generate.run import GenerateConfig
+from r1distill.generate.config import GenerateConfig
 
 
 def test_pass_at_k_against_values_computed_by_hand():

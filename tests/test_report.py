@@ -33,7 +33,7 @@ from r1distill.cli import app
 from r1distill.distill.config import SFTConfig
 from r1distill.eval import EvalConfig, evaluate
 from r1distill.filter.run import FilterConfig, filter_traces
-from r1distill.generate.run import GenerateConfig, generate
+from r1distill.generate import GenerateConfig, generate
 from r1distill.report import ReportConfig, inputs, report
 from r1distill.rl.config import RLConfig
 
