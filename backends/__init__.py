@@ -8,7 +8,8 @@ failures by that code, names the fix, and on a rerun retries every failed row ex
 ones (the server refused the request as it is), which wait for --retry-failed.
 
 - transformers (`hf.py`): batched sampling on the CPU or one GPU; the embedded default model's home.
-- openai (`openai_compat.py`): any OpenAI-compatible server (`vllm serve`, SGLang, DeepSeek's API).
+- openai (`openai_compat.py`): any OpenAI-compatible server (`vllm serve`, SGLang, DeepSeek's API);
+  `replicas.py` picks the base URL of each attempt and takes failing ones out of the rotation.
 - vllm (`vllm_offline.py`): offline `vllm.LLM` on local GPUs.
 
 generate uses them for teacher traces; eval and an LLM judge use the same ones. Importing this package

@@ -31,29 +31,23 @@ credentials in a base URL are scrubbed from error texts, and URLs are logged red
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
-import itertools
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
 from r1distill.backends import PROMPT_TOO_LONG, Request, Result, Sampling, failure_hint, is_permanent, map_finish_reason
+from r1distill.backends.replicas import Failure, Replica, Rotation
 from r1distill.errors import UsageError
-from r1distill.redact import redact_url, url_secrets
 from r1distill.schema import FINISH_ERROR
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 600.0
-EJECT_AFTER = 5
-"""Failed attempts in a row after which a replica leaves the rotation, if another one serves."""
 RAMP_INTERVAL = 0.004
 """Seconds between two workers' first requests: at most 250 new connections a second at the start."""
 RAMP_SECONDS = 1.0
@@ -74,152 +68,6 @@ TOO_LONG_MARKERS = (
 
 class MalformedReply(ValueError):
     """A 200 reply whose body is not an OpenAI completion."""
-
-
-@dataclass(slots=True)
-class _Failure:
-    """Why one attempt failed, and what that says about the request and the replica."""
-
-    reason: str
-    """Short code that starts the row's error text: http_503, timeout, connection_refused, ..."""
-    detail: str
-    permanent: bool = False
-    """The server refused this request as it is (4xx other than 408, 409, 425, 429): retrying cannot help."""
-    answered: bool = False
-    """The server replied with a status below 500: it is up, whatever it thought of the request."""
-    unreachable: bool = False
-    """No connection could be opened: nothing listens there, or the host is unknown."""
-    retry_after: float | None = None
-
-    def text(self) -> str:
-        return f"{self.reason}: {self.detail}"
-
-
-class _Replica:
-    """One base URL: where its requests go, how they authenticate, and whether it is in the rotation."""
-
-    def __init__(self, url: str, api_key: str | None) -> None:
-        parts = urlsplit(url)
-        self.label = redact_url(url)
-        host = parts.netloc.rsplit("@", 1)[-1]
-        self.prefix = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-        self.query = f"?{parts.query}" if parts.query else ""
-        self.headers = {"Content-Type": "application/json"}
-        # Short query values ("v=1") are not secrets worth scrubbing: that would garble every text with the digit.
-        self.secrets = [secret for secret in url_secrets(url) if len(secret) >= 4]
-        if parts.username or parts.password:
-            # A user:password in the URL is HTTP basic auth (a proxy in front of the server); it replaces the key.
-            credentials = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {credentials}"
-            self.secrets.append(credentials)
-        elif api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
-            self.secrets.append(api_key)
-        self.in_flight = 0
-        self.closes_connections = False  # seen an HTTP/1.0 or Connection: close reply
-        self.failures = 0  # failed attempts in a row
-        self.live = True
-        self.probe_at = 0.0  # when an out replica may be probed again (time.monotonic)
-        self.probes = 0  # failed probes since it left the rotation
-        self.probing = False
-        self.warned = False
-        self.problem: _Failure | None = None  # why it last left the rotation
-
-    def url(self, path: str) -> str:
-        return f"{self.prefix}{path}{self.query}"
-
-
-class _Rotation:
-    """The replicas in service, the ones out of it, and when to probe those again."""
-
-    def __init__(self, replicas: list[_Replica], retry_delay: float, max_retry_delay: float, max_probes: int) -> None:
-        self.replicas = replicas
-        self.retry_delay = retry_delay
-        self.max_retry_delay = max_retry_delay
-        self.max_probes = max_probes
-        self._turn = itertools.count()
-        self._changed: asyncio.Event | None = None
-
-    async def pick(self) -> tuple[_Replica, bool] | None:
-        """A replica for the next attempt and whether it is a probe; waits while none serves, None once all are given up."""
-        while True:
-            now = time.monotonic()
-            live = []
-            for replica in self.replicas:
-                if replica.live:
-                    live.append(replica)
-                elif not replica.probing and replica.probe_at <= now:
-                    replica.probing = True
-                    return replica, True
-            if len(live) == 1:
-                return live[0], False
-            if live:
-                least = min(replica.in_flight for replica in live)
-                candidates = [replica for replica in live if replica.in_flight == least]
-                return candidates[next(self._turn) % len(candidates)], False
-            if self.given_up():
-                return None
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            waits = [replica.probe_at - now for replica in self.replicas if not replica.probing]
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=min(waits) if waits else None)
-            except TimeoutError:
-                continue
-
-    def given_up(self) -> bool:
-        """Every replica is out and has failed all its probes."""
-        return all(not r.live and not r.probing and r.probes > self.max_probes for r in self.replicas)
-
-    def problem(self) -> _Failure:
-        """Why the replicas left the rotation (the most recent one's reason)."""
-        return next(r.problem for r in reversed(self.replicas) if r.problem is not None)
-
-    def succeeded(self, replica: _Replica, probe: bool) -> None:
-        replica.failures = 0
-        if probe:
-            replica.probing = False
-        if not replica.live:
-            replica.live = True
-            replica.probes = 0
-            log.info("%s answers again; back in the rotation", replica.label)
-            self._notify()
-
-    def failed(self, replica: _Replica, probe: bool, failure: _Failure) -> None:
-        if failure.answered:
-            self.succeeded(replica, probe)
-            return
-        replica.failures += 1
-        if probe:
-            replica.probing = False
-            replica.probes += 1
-            self.take_out(replica, failure)
-        elif replica.live and (failure.unreachable or (replica.failures >= EJECT_AFTER and self._another_live(replica))):
-            self.take_out(replica, failure)
-
-    def _another_live(self, replica: _Replica) -> bool:
-        return any(other.live for other in self.replicas if other is not replica)
-
-    def take_out(self, replica: _Replica, failure: _Failure) -> None:
-        replica.live = False
-        replica.problem = failure
-        delay = min(self.max_retry_delay, self.retry_delay * 2**replica.probes)
-        replica.probe_at = time.monotonic() + delay
-        if replica.warned:
-            log.info("%s is out of the rotation again (%s); next probe in %.1f s", replica.label, failure.reason, delay)
-        else:
-            replica.warned = True
-            hint = failure_hint(failure.reason)
-            log.warning(
-                "%s: %s%s; out of the rotation, probed again with backoff",
-                replica.label, failure.text()[:200], f" ({hint})" if hint else "",
-            )
-        self._notify()
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
 
 
 class OpenAIBackend:
@@ -244,8 +92,8 @@ class OpenAIBackend:
         self.request_timeout = request_timeout
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self.replicas = [_Replica(url, api_key) for url in base_urls]
-        self._rotation = _Rotation(self.replicas, retry_delay, max_retry_delay, max_retries)
+        self.replicas = [Replica(url, api_key) for url in base_urls]
+        self._rotation = Rotation(self.replicas, retry_delay, max_retry_delay, max_retries)
         self._secrets = sorted({secret for replica in self.replicas for secret in replica.secrets}, key=len, reverse=True)
 
     async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
@@ -305,14 +153,14 @@ class OpenAIBackend:
                 return self._failed(request, outcome, attempts)
             await asyncio.sleep(outcome.retry_after if outcome.retry_after is not None else self._backoff(attempts - 1))
 
-    async def _attempt(self, session: aiohttp.ClientSession, replica: _Replica, request: Request, path: str, body: bytes) -> Result | _Failure:
+    async def _attempt(self, session: aiohttp.ClientSession, replica: Replica, request: Request, path: str, body: bytes) -> Result | Failure:
         outcome = await self._send(session, replica, request, path, body)
-        if isinstance(outcome, _Failure) and self._secrets:
+        if isinstance(outcome, Failure) and self._secrets:
             # Some servers echo the Authorization header or the URL in their error text.
             outcome.detail = self._scrub(outcome.detail)
         return outcome
 
-    async def _send(self, session: aiohttp.ClientSession, replica: _Replica, request: Request, path: str, body: bytes) -> Result | _Failure:
+    async def _send(self, session: aiohttp.ClientSession, replica: Replica, request: Request, path: str, body: bytes) -> Result | Failure:
         if replica.closes_connections:
             await asyncio.sleep(random.uniform(0.0, JITTER_SECONDS))
         replica.in_flight += 1
@@ -325,23 +173,23 @@ class OpenAIBackend:
                     replica.closes_connections = True
         except aiohttp.ClientConnectorError as err:
             refused = isinstance(err.os_error, ConnectionRefusedError)
-            return _Failure("connection_refused" if refused else "connection_error", _describe(err), unreachable=True)
+            return Failure("connection_refused" if refused else "connection_error", _describe(err), unreachable=True)
         except aiohttp.ConnectionTimeoutError as err:
-            return _Failure("connect_timeout", _describe(err), unreachable=True)
+            return Failure("connect_timeout", _describe(err), unreachable=True)
         except asyncio.TimeoutError as err:
-            return _Failure("timeout", _describe(err))
+            return Failure("timeout", _describe(err))
         except (aiohttp.ClientError, ConnectionError) as err:
-            return _Failure("disconnected", _describe(err))
+            return Failure("disconnected", _describe(err))
         finally:
             replica.in_flight -= 1
         if status == 200:
             try:
                 return parse_reply(request, raw)
             except MalformedReply as err:
-                return _Failure("malformed_reply", str(err))
+                return Failure("malformed_reply", str(err))
         return http_failure(status, raw, retry_after)
 
-    def _failed(self, request: Request, failure: _Failure, attempts: int) -> Result:
+    def _failed(self, request: Request, failure: Failure, attempts: int) -> Result:
         problem = failure.text() + (f" ({attempts} attempts)" if attempts > 1 else "")
         return Result(key=request.key, finish_reason=FINISH_ERROR, error=problem[:1000])
 
@@ -362,18 +210,18 @@ class OpenAIBackend:
         and probes it again with backoff.
         """
         outcomes = asyncio.run(self._preflight(raw))
-        broken = [(r, o) for r, o in outcomes if isinstance(o, _Failure) and (o.permanent or o.reason == "malformed_reply")]
+        broken = [(r, o) for r, o in outcomes if isinstance(o, Failure) and (o.permanent or o.reason == "malformed_reply")]
         if broken:
             replica, failure = broken[0]
             raise UsageError(f"--base-url {replica.label} {_with_hint(failure)}")
         # A server that answers 5xx or slowly is up: the run's retries deal with it.
-        down = [(r, o) for r, o in outcomes if isinstance(o, _Failure) and (o.unreachable or o.reason == "disconnected")]
+        down = [(r, o) for r, o in outcomes if isinstance(o, Failure) and (o.unreachable or o.reason == "disconnected")]
         if len(down) == len(outcomes):
             raise UsageError("no --base-url answers: " + "; ".join(f"{r.label} {_with_hint(o)}" for r, o in down))
         for replica, failure in down:
             self._rotation.take_out(replica, failure)
 
-    async def _preflight(self, raw: bool) -> list[tuple[_Replica, Result | _Failure]]:
+    async def _preflight(self, raw: bool) -> list[tuple[Replica, Result | Failure]]:
         request = Request("preflight", [{"role": "user", "content": PREFLIGHT_PROMPT}], raw=raw, seed=0)
         body = orjson.dumps(self.payload(request) | {"max_tokens": 1})
         path = "/completions" if raw else "/chat/completions"
@@ -381,7 +229,7 @@ class OpenAIBackend:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             outcomes = await asyncio.gather(*(self._attempt(session, replica, request, path, body) for replica in self.replicas))
             for replica, outcome in zip(self.replicas, outcomes):
-                if isinstance(outcome, _Failure) and outcome.reason == "http_404":
+                if isinstance(outcome, Failure) and outcome.reason == "http_404":
                     served = await _served_models(session, replica)
                     if served:
                         outcome.detail += f" (it serves: {', '.join(served[:10])})"
@@ -391,7 +239,7 @@ class OpenAIBackend:
         """Nothing to release: the session lives only inside `run`."""
 
 
-async def _served_models(session: aiohttp.ClientSession, replica: _Replica) -> list[str]:
+async def _served_models(session: aiohttp.ClientSession, replica: Replica) -> list[str]:
     """The model names a server lists at GET /models, or [] when it does not say."""
     try:
         async with session.get(replica.url("/models"), headers=replica.headers) as reply:
@@ -405,12 +253,12 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
-def _with_hint(failure: _Failure) -> str:
+def _with_hint(failure: Failure) -> str:
     hint = failure_hint(failure.reason)
     return failure.text()[:300] + (f"; {hint}" if hint else "")
 
 
-def http_failure(status: int, raw: bytes, retry_after: str | None = None) -> _Failure:
+def http_failure(status: int, raw: bytes, retry_after: str | None = None) -> Failure:
     """What an HTTP error status means for the request and the replica.
 
     >>> http_failure(400, b'{"message": "This model\\'s maximum context length is 8192 tokens."}').reason
@@ -421,7 +269,7 @@ def http_failure(status: int, raw: bytes, retry_after: str | None = None) -> _Fa
     text = raw.decode("utf-8", "replace")
     too_long = status == 400 and any(marker in text for marker in TOO_LONG_MARKERS)
     reason = PROMPT_TOO_LONG if too_long else f"http_{status}"
-    return _Failure(
+    return Failure(
         reason,
         text[:300].strip() or f"HTTP {status}",
         permanent=is_permanent(reason),
