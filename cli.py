@@ -119,7 +119,9 @@ def _options(config: type, argument: str, choices: dict[str, tuple[str, ...]]) -
     docs = _field_docs(config)
     hints = typing.get_type_hints(config)
     params = []
-    for field in dataclasses.fields(config):
+    # The stage's own fields first (input, output, model...), then those it shares (generation settings).
+    own = vars(config).get("__annotations__", {})
+    for field in sorted(dataclasses.fields(config), key=lambda field: field.name not in own):
         if field.name == "command" or not field.metadata.get("cli", True):
             continue
         kind = hints[field.name]

@@ -1,8 +1,7 @@
 """Settings of `r1distill eval`, written once: each field's doc is its --help text, its check is in `check`.
 
-The generation settings have the same names, docs and checks as generate's (eval hands them to
-`generate` as they are); only the defaults differ where an eval wants other ones (32k tokens and 4
-samples, as the R1 papers evaluate).
+The generation settings are generate's own (`GenerationSettings`; eval hands them to `generate` as they
+are), with eval's defaults for the number of samples and tokens (4 and 32k, as the R1 papers evaluate).
 """
 
 from __future__ import annotations
@@ -13,13 +12,13 @@ from pathlib import Path
 
 from r1distill.errors import UsageError
 from r1distill.eval.benchmarks import BENCHMARKS
-from r1distill.generate.config import GenerateConfig
+from r1distill.generate.config import GenerateConfig, GenerationSettings
 from r1distill.rewards import ACCURACY_MODES
 
 
 @dataclass(kw_only=True)
-class EvalConfig:
-    """Settings of one `r1distill eval` run."""
+class EvalConfig(GenerationSettings):
+    """Settings of one `r1distill eval` run (with generate's `GenerationSettings`)."""
 
     benchmark: str | None = None
     """Benchmark: a short name (math500, aime24, aime25, amc23, gsm8k, gpqa-diamond), a local file or folder, or a Hub dataset id with problem and answer columns."""
@@ -59,42 +58,8 @@ class EvalConfig:
     """Tokenizer (Hub id or folder) whose chat template renders budget-forcing prompts and that counts thinking tokens [default: the model's; --backend openai needs it for --thinking-budget]."""
     compare: list[str] = field(default_factory=list)
     """An earlier eval's results.json (or its folder) to show side by side; settings that differ are named; repeat it."""
-    backend: str = "transformers"
-    """transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek's API) or vllm (offline on local GPUs)."""
     max_tokens: int = 32768
     """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
-    temperature: float = 0.6
-    """Sampling temperature (DeepSeek recommends 0.5-0.7 for R1); 0 is greedy."""
-    top_p: float = 0.95
-    """Nucleus sampling mass."""
-    seed: int = 0
-    """Base seed; each (prompt, sample) derives its own."""
-    template: str = "chat"
-    """chat: the model's chat template with a \\boxed{} answer request; r1-zero: the R1-Zero paper prompt as raw text; raw: the problem column sent as it is (prompts rendered elsewhere)."""
-    system: str | None = None
-    """System prompt (chat template)."""
-    prompt_template: str | None = None
-    """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
-    base_urls: list[str] = field(default_factory=list, metadata={"flags": ("--base-url",)})
-    """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key (read at run time, never printed or written)."""
-    concurrency: int = 64
-    """Requests in flight at once (openai backend)."""
-    batch_size: int = 8
-    """Prompts per forward batch (transformers) or per scheduling chunk (vllm)."""
-    max_retries: int = 8
-    """Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed (openai)."""
-    request_timeout: float = 1800.0
-    """Seconds one request may take before it is retried (openai)."""
-    retry_delay: float = 1.0
-    """First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins."""
-    device: str | None = None
-    """Torch device for the transformers backend [default: cuda if available, else cpu]."""
-    tensor_parallel_size: int = 1
-    """GPUs per model replica (vllm)."""
-    max_model_len: int | None = None
-    """Context length of prompt plus output (vllm) [default: the model's own]."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in results.json."""
 
@@ -155,12 +120,8 @@ class EvalConfig:
             raise UsageError("; ".join(problems))
 
 
-# The generate settings an eval passes on unchanged (model, input, output, samples and ids are eval's own).
-GENERATE_SETTINGS = (
-    "backend", "num_samples", "max_tokens", "temperature", "top_p", "seed", "template", "system", "prompt_template", "base_urls",
-    "api_key_env", "concurrency", "batch_size", "max_retries", "request_timeout", "retry_delay", "device", "tensor_parallel_size",
-    "max_model_len", "command",
-)
+# The generate settings an eval passes on unchanged (model, input, output and ids are eval's own).
+GENERATE_SETTINGS = tuple(f.name for f in dataclasses.fields(GenerationSettings)) + ("num_samples", "max_tokens", "command")
 RESULTS = "results.json"
 SAMPLES = "samples.parquet"
 GENERATIONS = "generations"

@@ -14,22 +14,13 @@ from r1distill.redact import redact_text
 from r1distill.schema import PROBLEM
 
 
-@dataclass
-class GenerateConfig:
-    """Settings of one `r1distill generate` run."""
+@dataclass(kw_only=True)
+class GenerationSettings:
+    """How completions are made: backend, sampling, prompt, servers and devices. generate's settings, and
+    eval's, which hands them to generate as they are."""
 
-    input: str
-    """Prompt table: .jsonl/.json/.parquet/.csv, a folder of Parquet shards, a datasets save_to_disk folder, or a Hub dataset id."""
-    output: str = field(metadata={"flags": ("--output", "-o")})
-    """Output folder (Parquet shards + manifest.json); rerunning the same command resumes into it."""
-    model: str = field(default="smollm2-135m", metadata={"flags": ("--model", "-m")})
-    """Teacher: 'smollm2-135m' (embedded, offline), a Hub id or local folder, or the model name a server serves."""
     backend: str = "transformers"
     """transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek's API) or vllm (offline on local GPUs)."""
-    num_samples: int = field(default=1, metadata={"flags": ("--num-samples", "-n")})
-    """Completions per prompt (rejection sampling picks among them later)."""
-    max_tokens: int = 4096
-    """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
     temperature: float = 0.6
     """Sampling temperature (DeepSeek recommends 0.5-0.7 for R1); 0 is greedy."""
     top_p: float = 0.95
@@ -48,6 +39,36 @@ class GenerateConfig:
     """Environment variable holding the API key (read at run time, never printed or written)."""
     concurrency: int = 64
     """Requests in flight at once (openai backend)."""
+    batch_size: int = 8
+    """Prompts per forward batch (transformers) or per scheduling chunk (vllm)."""
+    max_retries: int = 8
+    """Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed (openai)."""
+    request_timeout: float = 1800.0
+    """Seconds one request may take before it is retried (openai)."""
+    retry_delay: float = 1.0
+    """First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins."""
+    device: str | None = None
+    """Torch device for the transformers backend [default: cuda if available, else cpu]."""
+    tensor_parallel_size: int = 1
+    """GPUs per model replica (vllm)."""
+    max_model_len: int | None = None
+    """Context length of prompt plus output (vllm) [default: the model's own]."""
+
+
+@dataclass
+class GenerateConfig(GenerationSettings):
+    """Settings of one `r1distill generate` run (with the `GenerationSettings`)."""
+
+    input: str
+    """Prompt table: .jsonl/.json/.parquet/.csv, a folder of Parquet shards, a datasets save_to_disk folder, or a Hub dataset id."""
+    output: str = field(metadata={"flags": ("--output", "-o")})
+    """Output folder (Parquet shards + manifest.json); rerunning the same command resumes into it."""
+    model: str = field(default="smollm2-135m", metadata={"flags": ("--model", "-m")})
+    """Teacher: 'smollm2-135m' (embedded, offline), a Hub id or local folder, or the model name a server serves."""
+    num_samples: int = field(default=1, metadata={"flags": ("--num-samples", "-n")})
+    """Completions per prompt (rejection sampling picks among them later)."""
+    max_tokens: int = 4096
+    """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
     shard: str = "0/1"
     """Generate only part i/N of the prompts (0-based), so N machines can share one --output."""
     problem_column: str = PROBLEM
@@ -58,26 +79,12 @@ class GenerateConfig:
     """Input column with a unique prompt id [default: 'id' if present, else a hash of the problem]."""
     split: str = "train"
     """Split of a Hub dataset or save_to_disk folder."""
-    batch_size: int = 8
-    """Prompts per forward batch (transformers) or per scheduling chunk (vllm)."""
-    max_retries: int = 8
-    """Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed (openai)."""
-    request_timeout: float = 1800.0
-    """Seconds one request may take before it is retried (openai)."""
-    retry_delay: float = 1.0
-    """First retry waits up to this many seconds, doubling each time (full jitter); a Retry-After header wins."""
     retry_failed: bool = False
     """Also retry rows that failed permanently in an earlier run (a 4xx refusal such as 400 or 401, prompt_too_long)."""
     rows_per_shard: int = 1000
     """Rows per Parquet shard."""
     seconds_per_shard: float = 60.0
     """A shard is also written after this many seconds, so a long run shows its traces early."""
-    device: str | None = None
-    """Torch device for the transformers backend [default: cuda if available, else cpu]."""
-    tensor_parallel_size: int = 1
-    """GPUs per model replica (vllm)."""
-    max_model_len: int | None = None
-    """Context length of prompt plus output (vllm) [default: the model's own]."""
     data_parallel_size: int = 1
     """Model replicas, one process per GPU group, each on its own part of the prompts (vllm)."""
     command: list[str] = field(default_factory=list)

@@ -20,12 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import run_cli, write_jsonl
-from r1distill.cli import _field_docs, app
+from r1distill.cli import app
 from r1distill.eval.benchmarks import load_benchmark
-from r1distill.eval.config import GENERATE_SETTINGS, EvalConfig
+from r1distill.eval.config import EvalConfig
 from r1distill.eval.metrics import pass_at_k
 from r1distill.eval.run import evaluate
-from r1distill.generate.config import GenerateConfig
 
 
 def test_pass_at_k_against_values_computed_by_hand():
@@ -232,15 +231,3 @@ def test_short_named_benchmarks_read_a_local_copy_the_same_way(tmp_path):
     assert read["accuracy"] == "choice" and f"{letter}) argon" in problem.splitlines()
     assert sorted(line[3:] for line in problem.splitlines()[2:]) == ["argon", "neon", "radon", "xenon"]
     assert load_benchmark(cfg)[0]["problem"].to_list() == [problem], "the shuffle is the same every time"
-
-
-def test_generation_options_agree_with_generate():
-    generate_docs, eval_docs = _field_docs(GenerateConfig), _field_docs(EvalConfig)
-    generate_fields = {f.name: f for f in dataclasses.fields(GenerateConfig)}
-    eval_fields = {f.name: f for f in dataclasses.fields(EvalConfig)}
-    for name in GENERATE_SETTINGS:
-        if name in ("command", "max_tokens", "num_samples"):
-            continue
-        assert eval_docs[name] == generate_docs[name], name
-        assert eval_fields[name].type == generate_fields[name].type, name
-        assert eval_fields[name].default == generate_fields[name].default, name
