@@ -23,7 +23,7 @@ import typer
 
 from r1distill import __version__
 from r1distill.backends import BACKENDS
-from r1distill.distill.config import REPORTERS, SCHEDULERS, SFTConfig, read_recipe
+from r1distill.distill.config import SFTConfig, read_recipe
 from r1distill.distill.config import TEMPLATES as SFT_TEMPLATES
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.eval.benchmarks import BENCHMARKS
@@ -37,6 +37,7 @@ from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
 from r1distill.pipeline.run import RunConfig
 from r1distill.synth.run import SynthConfig
+from r1distill.training.settings import REPORTERS, SCHEDULERS
 
 app = typer.Typer(
     help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
@@ -297,7 +298,7 @@ def eval_(cfg: EvalConfig) -> None:
     choices={
         "rewards": rl_config.REWARDS, "template": rl_config.TEMPLATES, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS),
         "loss_type": rl_config.LOSS_TYPES, "scale_rewards": rl_config.SCALE_REWARDS, "vllm_mode": rl_config.VLLM_MODES,
-        "lr_scheduler": rl_config.SCHEDULERS, "report_to": rl_config.REPORTERS,
+        "lr_scheduler": SCHEDULERS, "report_to": REPORTERS,
     },
     recipe=rl_config.read_recipe,
 )

@@ -17,18 +17,17 @@ from pathlib import Path
 from r1distill.errors import UsageError
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS
 from r1distill.training import recipe
+from r1distill.training.settings import TrainingSettings
 
 TEMPLATES = ("chat", "r1-zero")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 SCALE_REWARDS = ("group", "batch", "none")
 VLLM_MODES = ("colocate", "server")
-SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear", "cosine_with_min_lr")
-REPORTERS = ("tensorboard", "wandb", "trackio", "mlflow")
 REWARDS = RULES + TASKS
 
 
 @dataclass
-class RLConfig:
+class RLConfig(TrainingSettings):
     """Settings of one `r1distill rl` run."""
 
     input: str
@@ -93,18 +92,6 @@ class RLConfig:
     """Passes over the prompts."""
     max_steps: int | None = None
     """Stop after this many optimizer steps, overriding --epochs."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: much less memory at long lengths, about 30% slower."""
-    lora_r: int | None = None
-    """Train a PEFT LoRA adapter of this rank instead of every weight (the KL reference is then the frozen base)."""
-    lora_alpha: int | None = None
-    """LoRA scaling alpha [default: 2 x --lora-r]."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA adapters' input."""
-    lora_target_modules: list[str] = field(default_factory=list)
-    """Module name the LoRA adapters wrap, e.g. q_proj; repeat it [default: every linear layer but the output head]."""
-    merge_lora: bool = False
-    """Save the LoRA adapters merged into full weights, for servers that cannot load adapters."""
     use_vllm: bool = False
     """Generate the completions with vLLM (GPU; needs `pip install 'r1distill[vllm]'`)."""
     vllm_mode: str = "colocate"
@@ -117,18 +104,8 @@ class RLConfig:
     """Sample completions (with their rewards and verdicts) written to each line of metrics.jsonl."""
     save_steps: int = 100
     """Optimizer steps between checkpoints (what --resume continues from)."""
-    save_total_limit: int = 2
-    """Checkpoints kept in OUT; older ones are deleted."""
     seed: int = 0
     """Seed of the prompt order, the sampling and LoRA's initialisation."""
-    resume: bool = False
-    """Continue the run in OUT from its last checkpoint; the step count goes on, and a higher step or epoch limit extends the run."""
-    report_to: list[str] = field(default_factory=list)
-    """Also send metrics to this tracker; repeat it."""
-    push_to_hub: str | None = None
-    """Upload the saved policy to this Hub model repository ('user/name'), token from HF_TOKEN."""
-    split: str = "train"
-    """Split of a Hub dataset or save_to_disk folder."""
     trl: dict = field(default_factory=dict, metadata={"cli": False})
     """Other GRPOConfig fields, from --config, passed to the trainer as they are."""
     command: list[str] = field(default_factory=list)
@@ -147,16 +124,12 @@ class RLConfig:
 
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings (the prompts and model are checked later)."""
-        problems = []
+        problems = self.shared_problems(self.output, self.lr_scheduler)
         for name, value, allowed in (("template", self.template, TEMPLATES), ("accuracy", self.accuracy, ACCURACY_MODES),
                                      ("language", self.language, tuple(LANGUAGE_SCRIPTS)), ("loss-type", self.loss_type, LOSS_TYPES),
-                                     ("scale-rewards", self.scale_rewards, SCALE_REWARDS), ("vllm-mode", self.vllm_mode, VLLM_MODES),
-                                     ("lr-scheduler", self.lr_scheduler, SCHEDULERS)):
+                                     ("scale-rewards", self.scale_rewards, SCALE_REWARDS), ("vllm-mode", self.vllm_mode, VLLM_MODES)):
             if value not in allowed:
                 problems.append(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-        unknown = [r for r in self.report_to if r not in REPORTERS]
-        if unknown:
-            problems.append(f"--report-to {unknown[0]!r} is unknown; use {', '.join(REPORTERS)}")
         try:
             weights = self.reward_weights()
         except UsageError as err:
@@ -182,7 +155,7 @@ class RLConfig:
                 f"{self.batch_size * self.grad_accum * _world_size()} completions) must be a multiple of --num-generations "
                 f"{self.num_generations}, so every group is complete; change --batch-size or --grad-accum"
             )
-        for name in ("batch_size", "grad_accum", "max_completion_length", "logging_steps", "save_steps", "save_total_limit"):
+        for name in ("batch_size", "grad_accum", "max_completion_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -201,19 +174,10 @@ class RLConfig:
             problems.append("--min-pass-rate is above --max-pass-rate: no prompt would be kept")
         if self.log_samples < 0:
             problems.append(f"--log-samples must be at least 0, got {self.log_samples}")
-        if self.lora_r is None:
-            given = [f"--{n.replace('_', '-')}" for n in ("lora_alpha", "lora_target_modules", "merge_lora") if getattr(self, n)]
-            if given:
-                problems.append(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lora-r")
-        elif self.lora_r < 1 or (self.lora_alpha is not None and self.lora_alpha < 1):
-            problems.append("--lora-r and --lora-alpha must be at least 1")
         if self.use_vllm and importlib.util.find_spec("vllm") is None:
             problems.append("--use-vllm needs vLLM, which is not installed: pip install 'r1distill[vllm]' (NVIDIA GPU)")
         if self.vllm_server_url is not None and not (self.use_vllm and self.vllm_mode == "server"):
             problems.append("--vllm-server-url needs --use-vllm --vllm-mode server")
-        writable = next(parent for parent in (Path(self.output).absolute(), *Path(self.output).absolute().parents) if parent.exists())
-        if not os.access(writable, os.W_OK):
-            problems.append(f"-o {self.output}: {writable} is not writable (read-only or not yours); choose another folder")
         if problems:
             raise UsageError("; ".join(problems))
 
