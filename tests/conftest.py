@@ -31,6 +31,15 @@ def trace_row(key: str, created: int) -> dict:
     }
 
 
+def assert_usage_error(result, message: str, out: Path) -> None:
+    """A configuration mistake through the CLI (a CliRunner result): exit 2, one `error:` line that says
+    `message` (log lines may come first), no traceback, and OUT not created."""
+    assert result.exit_code == 2, (message, result.output)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr, (message, result.stderr)
+    assert not out.exists()
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `r1distill` in a real subprocess, as a user would."""
     return subprocess.run(

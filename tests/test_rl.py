@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from conftest import run_cli, write_jsonl
+from conftest import assert_usage_error, run_cli, write_jsonl
 from r1distill.cli import app
 from r1distill.errors import UsageError
 from r1distill.filter.run import FilterConfig, filter_traces
@@ -286,11 +286,7 @@ def test_every_configuration_error_is_one_line_before_any_model_loads(tmp_path, 
     runner = CliRunner()
     for args, message in _bad_configurations(tmp_path, tiny_model, tiny_think_model):
         out = tmp_path / "out"
-        result = runner.invoke(app, ["rl", *args, "-o", str(out)])
-        assert result.exit_code == 2, (args, result.output)
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr, (message, result.stderr)
-        assert not out.exists()
+        assert_usage_error(runner.invoke(app, ["rl", *args, "-o", str(out)]), message, out)
 
 
 def test_recipes_take_any_grpo_field_and_the_command_line_wins(tmp_path, tiny_model):
