@@ -8,7 +8,8 @@ fresh worker for the rest. Cheap cases never reach a worker (`fast_verdict`): an
 gold as text or as an exact number is correct, two plain numbers far apart are incorrect. A gold answer
 is parsed once for the pool: the rows of one prompt travel together to one worker, which sends the
 parse back pickled, and every later task with that gold, on any worker, carries the parse instead of
-parsing again (`prepare` parses a dataset's golds ahead: rl does it while the policy loads). A
+parsing again (`prepare` parses a dataset's golds ahead: rl does it while the policy loads); a parse
+that would not come back from pickling exactly as it was is not shared, and parsed where needed. A
 (gold, response) pair repeated within one call (samples of a prompt that word their answer alike) is
 verified once, and a gold that takes too long to parse times out all of its rows in one budget.
 
@@ -56,7 +57,7 @@ MAX_RESPONSE_CHARS = 20_000
 PIPELINE = 2
 GOLD_CACHE = 100_000
 """Parsed gold answers the pool keeps (pickles of a few hundred bytes each), the oldest dropped first."""
-MAX_SHARED_PARSE = 20_000
+MAX_SHARED_PARSE = 4_096
 """Bytes of a pickled gold parse beyond which it is not shared (MATH-500's largest is 365)."""
 MAX_DEATHS = 3
 """Worker deaths in a row (timeouts not counted) after which the run stops with a VerifierError."""
@@ -155,16 +156,29 @@ def _unpickle(blob: bytes) -> list:
         return pickle.loads(blob)
 
 
-def _pickle(parsed: list) -> bytes | None:
-    """A parsed gold as bytes for other workers, or None (parsed again where needed) when it does not come
-    back identical (`srepr`, every node and assumption) from `_unpickle` (a few SymPy objects cannot be
-    rebuilt unevaluated: a union of intervals with infinite ends raises), or is too big to travel with
-    every task and stay in the pool's memory."""
+def _state(parsed: list) -> str:
+    """A parse as text: its tree (`srepr`: every node, argument and assumption) and the instance
+    attributes of its nodes, which SymPy's pickling drops (latex2sympy keeps the written order of a set
+    or of a chain like `y = 2x = 4` in one, and Math-Verify reads it)."""
     import sympy
 
+    parts = [sympy.srepr(parsed)]
+    for item in parsed:
+        elements = item if isinstance(item, sympy.MatrixBase) else [item] if isinstance(item, sympy.Basic) else []
+        for node in (node for element in elements for node in sympy.preorder_traversal(element)):
+            if getattr(node, "__dict__", None):
+                parts.append(f"{type(node).__name__} {sorted((key, sympy.srepr(value)) for key, value in vars(node).items())}")
+    return "\n".join(parts)
+
+
+def _pickle(parsed: list) -> bytes | None:
+    """A parsed gold as bytes for other workers, or None (parsed again where needed) when `_unpickle`
+    would not give back the same parse (`_state`: a chain of equations or a set, whose written order
+    pickling loses; a union of intervals with infinite ends, which SymPy cannot rebuild unevaluated),
+    or when it is too big to travel with every task and stay in the pool's memory."""
     try:
         blob = pickle.dumps(parsed)
-        return blob if len(blob) <= MAX_SHARED_PARSE and sympy.srepr(_unpickle(blob)) == sympy.srepr(parsed) else None
+        return blob if len(blob) <= MAX_SHARED_PARSE and _state(_unpickle(blob)) == _state(parsed) else None
     except Exception:
         return None
 
@@ -361,22 +375,22 @@ class VerifierPool:
 
         rl calls it while the policy loads, when the workers would sit idle: a training step then only
         parses and verifies the policy's answers. Exact numbers are skipped (the fast path settles
-        their rows, and they parse quickly when it does not); it stops within a few golds once `stop`
-        is set, and golds left over are parsed when their rows come, as without it.
+        their rows, and they parse quickly when it does not), and so are golds beyond what the pool
+        keeps. Once `stop` is set it only finishes the golds in the workers' hands (two each at most);
+        golds left over are parsed when their rows come, as without it.
         """
         todo = [gold for gold in dict.fromkeys(str(g) for g in golds if g is not None and str(g).strip())
                 if gold not in self._golds and exact_number(gold) is None]
         parsed = self.gold_parses
-        # A few golds per worker at a time: `stop` is looked at between rounds.
-        size = 4 * len(self._pool)
-        for start in range(0, len(todo), size):
-            if stop is not None and stop.is_set():
-                break
-            self._run(deque(_Task(i, gold, [], []) for i, gold in enumerate(todo[start : start + size])), [])
+        self._run(deque(_Task(i, gold, [], []) for i, gold in enumerate(todo[: GOLD_CACHE - len(self._golds)])), [], stop)
         return self.gold_parses - parsed
 
-    def _run(self, queue: deque[_Task], results: list[Judgement | None]) -> None:
-        while queue or any(worker.tasks for worker in self._pool):
+    def _run(self, queue: deque[_Task], results: list[Judgement | None], stop: threading.Event | None = None) -> None:
+        while True:
+            if stop is not None and stop.is_set():
+                queue.clear()  # what the workers hold is finished; the rest is dropped
+            if not queue and not any(worker.tasks for worker in self._pool):
+                return
             # An idle worker takes the next task. A second task in hand saves a worker the wait for the
             # parent between tasks, but only while the queue has work for every worker: a GRPO batch
             # has a few tasks, and one queued behind a long parse would keep the batch waiting while

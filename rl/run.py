@@ -133,12 +133,18 @@ def golds_parsed_meanwhile(plan: Plan) -> Iterator[None]:
             failed.append(err)
 
     thread = threading.Thread(target=parse, name="r1distill-parse-golds", daemon=True)
-    thread.start()
     try:
+        thread.start()
         yield
     finally:
         stop.set()
-        thread.join()
+        # The pool is closed after this block, so the thread must be out of it first, even when
+        # Ctrl-C comes again while it finishes the golds in hand (two per worker at most).
+        while thread.is_alive():
+            try:
+                thread.join()
+            except KeyboardInterrupt:
+                continue
     if failed:
         raise failed[0]
 
