@@ -238,11 +238,16 @@ def _send(conn: Connection, outbox: SimpleQueue) -> None:
             return  # the worker is gone: the parent's loop reads its end of file and replaces it
 
 
-def _usable_cores() -> int:
-    """The cores this process may run on (all of them on macOS, which has no sched_getaffinity)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+def _default_workers() -> int:
+    """The cores this process may run on (all of them on macOS, which has no sched_getaffinity), shared
+    with the other training processes of its machine under `accelerate launch` or torchrun
+    (LOCAL_WORLD_SIZE): eight GPU processes on 16 cores get two workers each, not sixteen."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        processes_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes_here = 1
+    return max(1, cores // processes_here)
 
 
 def _exit_cause(exitcode: int | None) -> str:
@@ -284,8 +289,8 @@ class _Worker:
 class VerifierPool:
     """A pool of Math-Verify workers with a hard per-item time budget; use as a context manager."""
 
-    workers: int = field(default_factory=_usable_cores)
-    """Worker processes (default: the usable cores)."""
+    workers: int = field(default_factory=_default_workers)
+    """Worker processes (default: the usable cores, shared among the training processes of the machine)."""
     timeout: float = 5.0
     """Seconds one item (or one gold answer's parsing) may take before its worker is killed."""
 

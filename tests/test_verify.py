@@ -187,3 +187,16 @@ def test_a_shared_gold_parse_comes_back_unevaluated_or_not_at_all():
     # drops the written order latex2sympy keeps beside the args of a set and of a chain of equations.
     for gold in ("(-\\infty, 3) \\cup (5, \\infty)", "\\{2, 1\\}", "y = 2x = 4"):
         assert _pickle(math_verify.parse(f"${gold}$")) is None, gold
+
+
+def test_training_processes_of_one_machine_share_its_cores(monkeypatch):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert VerifierPool().workers == cores
+    # accelerate launch / torchrun with 2 processes on this machine: each rank's pool gets half the cores.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert VerifierPool().workers == max(1, cores // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cores))
+    assert VerifierPool().workers == 1
