@@ -128,7 +128,8 @@ def golds_parsed_meanwhile(plan: Plan) -> Iterator[None]:
         try:
             parsed = accuracy.prepare([row.get(ANSWER) for row in plan.rows], stop=stop)
             rest = "; the others are parsed in the steps that need them" if stop.is_set() else ""
-            log.info("parsed %d gold answers while the policy loaded (%.1f s)%s", parsed, time.monotonic() - started, rest)
+            if parsed:  # plain numbers are never parsed ahead: a numeric dataset says nothing
+                log.info("parsed %d gold answers while the policy loaded (%.1f s)%s", parsed, time.monotonic() - started, rest)
         except Exception as err:  # a thread's exception would only be printed: the caller raises it
             failed.append(err)
 
