@@ -200,7 +200,7 @@ class Accuracy:
         returns how many were parsed. In choice or exact mode there is nothing to parse."""
         if self.mode != "math" and not self.mode_column:
             return 0
-        return self._verifier().prepare([str(gold) for gold in answers if _has_gold(gold)], stop)
+        return self._verifier().prepare(answers, stop)  # the pool skips blank golds, as `judge` does
 
     def _verifier(self) -> VerifierPool:
         if self._pool is None:
