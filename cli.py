@@ -30,7 +30,7 @@ from r1distill.eval.benchmarks import BENCHMARKS
 from r1distill.eval.config import EvalConfig
 from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
 from r1distill.generate.prompts import TEMPLATES
-from r1distill.generate.config import GenerateConfig
+from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
 from r1distill.report.config import ReportConfig
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
 from r1distill.rl import config as rl_config
@@ -199,7 +199,7 @@ def _stage_command(
 @_stage_command(
     GenerateConfig,
     argument="input",
-    choices={"backend": BACKENDS, "template": TEMPLATES},
+    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK)},
 )
 def generate(cfg: GenerateConfig) -> None:
     """Generate long chain-of-thought traces from a teacher, resumably.
@@ -270,7 +270,7 @@ def sft(cfg: SFTConfig) -> None:
 @_stage_command(
     EvalConfig,
     argument="benchmark",
-    choices={"backend": BACKENDS, "template": TEMPLATES, "accuracy": ACCURACY_MODES, "like": tuple(BENCHMARKS)},
+    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": ACCURACY_MODES, "like": tuple(BENCHMARKS)},
 )
 def eval_(cfg: EvalConfig) -> None:
     """Evaluate models on a reasoning benchmark: pass@k, maj@k and accuracy against thinking tokens.

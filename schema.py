@@ -179,6 +179,16 @@ def canonical_completion(text: str, *, reasoning: str | None = None, prefilled_t
     return text
 
 
+def closes_unopened_think(text: str) -> bool:
+    """Whether a reply holds `</think>` with no `<think>` before it: the prompt opened the block (a pre-filled trace).
+
+    >>> closes_unopened_think("2+2 is 4\\n</think>\\n\\n4"), closes_unopened_think("<think>\\nhm\\n</think>\\n4"), closes_unopened_think("4")
+    (True, False, False)
+    """
+    close = text.find(THINK_CLOSE)
+    return close >= 0 and text.find(THINK_OPEN, 0, close) < 0
+
+
 def split_reasoning(text: str, *, prefilled_think: bool = False, reasoning: str | None = None) -> tuple[str | None, str]:
     """(reasoning, response) of a completion; reasoning is None when there was no thinking.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, THINK_OPEN
@@ -105,6 +106,21 @@ def ends_inside_think(rendered_prompt: str) -> bool:
     (True, False)
     """
     return rendered_prompt.rstrip().endswith(THINK_OPEN)
+
+
+def local_template_prefills(model: str, messages: list[dict[str, str]]) -> bool | None:
+    """Whether the chat template of a model in a local folder, applied to `messages`, opens <think> itself;
+    None when there is no such folder with a chat template (a served model name) or transformers is missing."""
+    if not (Path(model) / "tokenizer_config.json").is_file():
+        return None
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if not tokenizer.chat_template:
+        return None
+    return ends_inside_think(render_prompt(tokenizer, Request("probe", messages)))
 
 
 PROMPT_TOO_LONG = "prompt_too_long"
@@ -199,7 +215,7 @@ def make_backend(kind: str, model: str, sampling: Sampling, **options: Any) -> B
     """The backend `kind` (one of BACKENDS) for `model`; `options` go to its constructor.
 
     transformers: batch_size, device, seed. openai: base_urls, api_key, concurrency, max_retries,
-    request_timeout, retry_delay. vllm: tensor_parallel_size, max_model_len, batch_size, seed.
+    request_timeout, retry_delay, prefilled_think. vllm: tensor_parallel_size, max_model_len, batch_size, seed.
     """
     if kind == "openai":
         from r1distill.backends.openai_compat import OpenAIBackend

@@ -18,6 +18,12 @@ servers misbehave:
   accepting thread, a backlog of 5) drops what overflows its accept queue; the client resends after
   1, 3, 7... seconds while the server idles (11 completions/s at concurrency 256, not hundreds).
   Servers that keep connections alive (vLLM, SGLang, llama.cpp, hosted APIs) never wait.
+- Canonical completions. A server whose chat template opens `<think>` itself (`vllm serve` of an
+  R1-Distill model without a reasoning parser) returns `thinking...</think>answer`: a reply that
+  closes `</think>` with no opening tag before it gets its tag back. A reply cut before its
+  `</think>` cannot be told from its text, so preflight learns once per run whether the template
+  pre-fills: a local tokenizer when the model is a local folder, else vLLM's /tokenize and
+  /detokenize of a rendered prompt; `--prefilled-think yes|no` says so where neither can tell.
 - Failures with reasons. An attempt is retried with exponential backoff and full jitter on 429, 5xx,
   timeouts, dropped connections and malformed replies; a Retry-After header sets the wait. Other 4xx
   replies are permanent: the row's error is `http_<status>: <message>`, or `prompt_too_long: ...`
@@ -40,10 +46,20 @@ from collections.abc import Callable, Sequence
 import aiohttp
 import orjson
 
-from r1distill.backends import PROMPT_TOO_LONG, Request, Result, Sampling, failure_hint, is_permanent, map_finish_reason
+from r1distill.backends import (
+    PROMPT_TOO_LONG,
+    Request,
+    Result,
+    Sampling,
+    ends_inside_think,
+    failure_hint,
+    is_permanent,
+    local_template_prefills,
+    map_finish_reason,
+)
 from r1distill.backends.replicas import Failure, Replica, Rotation
 from r1distill.errors import UsageError
-from r1distill.schema import FINISH_ERROR
+from r1distill.schema import FINISH_ERROR, closes_unopened_think
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +71,8 @@ RAMP_SECONDS = 1.0
 JITTER_SECONDS = 0.1
 """Most a request waits before opening a new connection to a server that closes them after each reply."""
 PREFLIGHT_PROMPT = "Reply with OK."
+PROBE_MESSAGES = [{"role": "user", "content": PREFLIGHT_PROMPT}]
+"""The chat of the preflight request, and the prompt whose rendering tells whether the template pre-fills <think>."""
 PREFLIGHT_TIMEOUT = 60.0
 # How vLLM, SGLang, llama.cpp and OpenAI word a 400 for a prompt that does not fit the context.
 TOO_LONG_MARKERS = (
@@ -84,8 +102,11 @@ class OpenAIBackend:
         request_timeout: float = 1800.0,
         retry_delay: float = 1.0,
         max_retry_delay: float = 60.0,
+        prefilled_think: bool | None = None,
     ) -> None:
         self.model = model
+        self.prefilled_think = prefilled_think
+        """Whether the server's chat template opens <think> itself; None until preflight learns it (or cannot)."""
         self.sampling = sampling
         self.concurrency = concurrency
         self.max_retries = max_retries
@@ -141,6 +162,7 @@ class OpenAIBackend:
             outcome = await self._attempt(session, replica, request, path, body)
             if isinstance(outcome, Result):
                 self._rotation.succeeded(replica, probe)
+                outcome.prefilled_think = self._prefilled(request, outcome)
                 return outcome
             self._rotation.failed(replica, probe, outcome)
             if outcome.permanent:
@@ -189,6 +211,14 @@ class OpenAIBackend:
                 return Failure("malformed_reply", str(err))
         return http_failure(status, raw, retry_after)
 
+    def _prefilled(self, request: Request, result: Result) -> bool:
+        """Whether `result` continues a think block its prompt opened (see the module docstring)."""
+        if request.raw:
+            return ends_inside_think(request.messages[0]["content"])
+        if result.reasoning is not None or self.prefilled_think is False:
+            return False
+        return bool(self.prefilled_think) or closes_unopened_think(result.text)
+
     def _failed(self, request: Request, failure: Failure, attempts: int) -> Result:
         problem = failure.text() + (f" ({attempts} attempts)" if attempts > 1 else "")
         return Result(key=request.key, finish_reason=FINISH_ERROR, error=problem[:1000])
@@ -220,9 +250,22 @@ class OpenAIBackend:
             raise UsageError("no --base-url answers: " + "; ".join(f"{r.label} {_with_hint(o)}" for r, o in down))
         for replica, failure in down:
             self._rotation.take_out(replica, failure)
+        if not raw and self.prefilled_think is None:
+            live = next(replica for replica in self.replicas if replica.live)
+            self.prefilled_think = local_template_prefills(self.model, PROBE_MESSAGES)
+            if self.prefilled_think is None:
+                self.prefilled_think = asyncio.run(_template_prefills(live, self.model))
+            if self.prefilled_think is None:
+                log.info(
+                    "could not learn whether %s's chat template opens <think> itself (no /tokenize): replies that close "
+                    "</think> without opening it get the tag back; if cut replies are thinking too, add --prefilled-think yes",
+                    live.label,
+                )
+            elif self.prefilled_think:
+                log.info("the chat template of %s opens <think> itself: every completion gets the opening tag back", self.model)
 
     async def _preflight(self, raw: bool) -> list[tuple[Replica, Result | Failure]]:
-        request = Request("preflight", [{"role": "user", "content": PREFLIGHT_PROMPT}], raw=raw, seed=0)
+        request = Request("preflight", PROBE_MESSAGES, raw=raw, seed=0)
         body = orjson.dumps(self.payload(request) | {"max_tokens": 1})
         path = "/completions" if raw else "/chat/completions"
         timeout = aiohttp.ClientTimeout(total=min(PREFLIGHT_TIMEOUT, self.request_timeout), sock_connect=10.0)
@@ -247,6 +290,25 @@ async def _served_models(session: aiohttp.ClientSession, replica: Replica) -> li
         return [str(entry["id"]) for entry in listed]
     except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, KeyError, TypeError):
         return []
+
+
+async def _template_prefills(replica: Replica, model: str) -> bool | None:
+    """Whether the server's chat template ends a prompt inside `<think>`, from vLLM's /tokenize and
+    /detokenize of a rendered prompt (served beside /v1, at the server's root); None when it cannot say."""
+    root = replica.prefix.removesuffix("/v1")
+    timeout = aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT, sock_connect=10.0)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            body = {"model": model, "messages": PROBE_MESSAGES, "add_generation_prompt": True}
+            async with session.post(f"{root}/tokenize{replica.query}", json=body, headers=replica.headers) as reply:
+                tokens = orjson.loads(await reply.read())["tokens"] if reply.status == 200 else None
+            if not isinstance(tokens, list):
+                return None
+            async with session.post(f"{root}/detokenize{replica.query}", json={"model": model, "tokens": tokens}, headers=replica.headers) as reply:
+                rendered = orjson.loads(await reply.read())["prompt"] if reply.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return ends_inside_think(rendered) if isinstance(rendered, str) else None
 
 
 def _describe(err: BaseException) -> str:

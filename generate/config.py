@@ -13,6 +13,9 @@ from r1distill.generate.prompts import TEMPLATES
 from r1distill.redact import redact_text
 from r1distill.schema import PROBLEM
 
+PREFILLED_THINK = {"auto": None, "yes": True, "no": False}
+"""--prefilled-think: learn whether a server's chat template opens <think> itself, or say so."""
+
 
 @dataclass(kw_only=True)
 class GenerationSettings:
@@ -35,6 +38,8 @@ class GenerationSettings:
     """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
     base_urls: list[str] = field(default_factory=list, metadata={"flags": ("--base-url",)})
     """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
+    prefilled_think: str = "auto"
+    """Whether the server's chat template opens <think> itself (R1-Distill models without a reasoning parser), so completions get the tag back (openai): auto learns it once per run (a local model folder's tokenizer, else vLLM's /tokenize); yes or no say so."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (read at run time, never printed or written)."""
     concurrency: int = 64
@@ -101,6 +106,10 @@ class GenerateConfig(GenerationSettings):
             problems.append(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.template not in TEMPLATES:
             problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        if self.prefilled_think not in PREFILLED_THINK:
+            problems.append(f"--prefilled-think must be one of {', '.join(PREFILLED_THINK)}, got {self.prefilled_think!r}")
+        elif self.prefilled_think != "auto" and self.backend != "openai":
+            problems.append(f"--prefilled-think only applies to --backend openai (the {self.backend} backend reads the model's template)")
         if self.prompt_template is not None and "{problem}" not in self.prompt_template:
             problems.append(f"--prompt-template must contain {{problem}}, got {self.prompt_template!r}")
         for name, value, low in (

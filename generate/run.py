@@ -45,7 +45,7 @@ from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
 from r1distill.backends import Backend, Request, Result, Sampling, failure_hint, failure_reason, is_permanent, make_backend
-from r1distill.generate.config import GenerateConfig
+from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
 from r1distill.generate.manifest import check_settings, key_settings, request_key, write_manifest
 from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_state
@@ -205,6 +205,7 @@ def _backend(cfg: GenerateConfig, api_key: str | None) -> Backend:
         options = {
             "base_urls": cfg.base_urls, "api_key": api_key, "concurrency": cfg.concurrency, "max_retries": cfg.max_retries,
             "request_timeout": cfg.request_timeout, "retry_delay": cfg.retry_delay,
+            "prefilled_think": PREFILLED_THINK[cfg.prefilled_think],
         }
     elif cfg.backend == "vllm":
         options = {

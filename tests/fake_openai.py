@@ -14,10 +14,13 @@
     [[reasoning]]   returns the thinking in `reasoning_content`, not inline
     [[length]]      finish_reason "length"
     [[textusage]]   usage counts as text: completion_tokens "seventeen", prompt_tokens "11"
+    [[cutthink]]    chat: thinking cut at the token limit before its </think>, finish_reason "length"
     [[cut]]         raw text (completions endpoint): thinking that never closes, finish_reason "length",
                     unless the prompt already closed it (a forced continuation): then " 42", stop
 Everything else answers at once with an inline <think> block and a boxed answer. With `model` set, a
-request for another model gets OpenAI's 404. The client's preflight request is answered like any
+request for another model gets OpenAI's 404. With `prefills_think`, the chat template (ChatML) opens
+<think> itself, as `vllm serve` of an R1-Distill model does: chat replies lack the opening tag, and
+vLLM's /tokenize and /detokenize (at the server's root; absent with `tokenize=False`) show it. The client's preflight request is answered like any
 other but recorded in `preflights`, not in `requests` and `attempts`.
 
 `BacklogServer` is Python's own ThreadingHTTPServer with its accept backlog of 5 (and HTTP/1.0, a new
@@ -50,6 +53,10 @@ class FakeOpenAI:
     slow_seconds: float = 5.0
     model: str | None = None
     """The only model served (any when None)."""
+    prefills_think: bool = False
+    """The chat template ends the prompt inside an opened <think> block."""
+    tokenize: bool = True
+    """Serve vLLM's /tokenize and /detokenize."""
     attempts: Counter = field(default_factory=Counter)
     served: int = 0
     requests: list[dict] = field(default_factory=list)
@@ -80,6 +87,9 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
+        if self.tokenize:
+            app.router.add_post("/tokenize", self._tokenize)
+            app.router.add_post("/detokenize", self._detokenize)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.SockSite(self._runner, self._sock).start())
@@ -88,6 +98,19 @@ class FakeOpenAI:
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model or "any", "object": "model"}]})
+
+    def render(self, messages: list[dict]) -> str:
+        """The prompt as this server's chat template renders it (ChatML)."""
+        turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return turns + "<|im_start|>assistant\n" + ("<think>\n" if self.prefills_think else "")
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        # One token per UTF-8 byte: what matters is that /detokenize gives the rendered text back.
+        tokens = list(self.render((await request.json())["messages"]).encode())
+        return web.json_response({"count": len(tokens), "max_model_len": 8192, "tokens": tokens})
+
+    async def _detokenize(self, request: web.Request) -> web.Response:
+        return web.json_response({"prompt": bytes((await request.json())["tokens"]).decode()})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -135,7 +158,10 @@ class FakeOpenAI:
         if chat and "reasoning" in directives:
             choice = {"message": {"role": "assistant", "content": answer, "reasoning_content": thinking}, "finish_reason": finish}
         elif chat:
-            choice = {"message": {"role": "assistant", "content": f"<think>\n{thinking}\n</think>\n\n{answer}"}, "finish_reason": finish}
+            opened = "" if self.prefills_think else "<think>\n"
+            content = f"{opened}{thinking}" if "cutthink" in directives else f"{opened}{thinking}\n</think>\n\n{answer}"
+            finish = "length" if "cutthink" in directives else finish
+            choice = {"message": {"role": "assistant", "content": content}, "finish_reason": finish}
         elif "cut" in directives:
             closed = "</think>" in text
             choice = {"text": " 42" if closed else " Let me think about it some more", "finish_reason": "stop" if closed else "length"}

@@ -87,7 +87,7 @@ def test_a_server_with_backlog_5_completes_every_row_at_concurrency_256(tmp_path
     finally:
         server.stop()
     assert (summary.present, summary.failed) == (400, 0)
-    assert server.served == 401, "every row once, and the preflight"
+    assert server.served == 402, "every row once, the preflight and its /tokenize probe of the template"
 
 
 def test_only_a_server_that_closes_connections_gets_paced_requests(tmp_path, fake_server):
