@@ -178,7 +178,7 @@ def api_key_env_problem(name: str) -> str | None:
             "put the server's key in a variable of its own, e.g. export MY_SERVER_API_KEY=..."
         )
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not upper.endswith(("_KEY", "_TOKEN", "APIKEY")):
-        return f"--api-key-env {name!r}: name the variable that holds the server's API key, ending in _KEY or _TOKEN (e.g. OPENAI_API_KEY)"
+        return f"--api-key-env {name}: name the variable that holds the server's API key, ending in _KEY or _TOKEN (e.g. OPENAI_API_KEY)"
     return None
 
 
