@@ -377,7 +377,9 @@ def push(
 ) -> None:
     """Upload an output folder to the Hugging Face Hub as a dataset repository.
 
-    The token comes from HF_TOKEN or `hf auth login` and is never printed.
+    Only the files the stages write are uploaded (Parquet data, README.md, stats.json, manifests,
+    results.json); the journal and anything else in the folder stay here. The token comes from
+    HF_TOKEN or `hf auth login` and is never printed.
     """
     from r1distill.hub import push as push_folder
 
