@@ -36,6 +36,7 @@ from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
 from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
 from r1distill.pipeline.run import RunConfig
+from r1distill.redact import redact_text, strip_controls
 from r1distill.synth.run import SynthConfig
 from r1distill.training.settings import REPORTERS, SCHEDULERS
 
@@ -48,8 +49,14 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+def _error(message: str) -> None:
+    """The one `error:` line on stderr: credentials redacted and control characters removed (redact.py),
+    since a message may quote a server, a model or a mistyped option holding a password."""
+    typer.echo(f"error: {strip_controls(redact_text(message))}", err=True)
+
+
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    _error(message)
     raise typer.Exit(2)
 
 
@@ -66,7 +73,7 @@ def _edges(output: Path, interrupted: str) -> Iterator[None]:
     except UsageError as err:
         _fail(str(err))
     except StageError as err:
-        typer.echo(f"error: {first_line(err)}", err=True)
+        _error(first_line(err))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(interrupted, err=True)
@@ -370,7 +377,9 @@ def push(
 ) -> None:
     """Upload an output folder to the Hugging Face Hub as a dataset repository.
 
-    The token comes from HF_TOKEN or `hf auth login` and is never printed.
+    Only the files the stages write are uploaded (Parquet data, README.md, stats.json, manifests,
+    results.json); the journal and anything else in the folder stay here. The token comes from
+    HF_TOKEN or `hf auth login` and is never printed.
     """
     from r1distill.hub import push as push_folder
 
@@ -392,7 +401,7 @@ def run() -> None:
         code = 0
     except parser.UsageError as err:
         command = err.ctx.command_path if err.ctx else "r1distill"
-        typer.echo(f"error: {' '.join(err.format_message().split())} (see {command} --help)", err=True)
+        _error(f"{' '.join(err.format_message().split())} (see {command} --help)")
         code = 2
     except typer.Abort:
         typer.echo("interrupted", err=True)

@@ -13,20 +13,26 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from r1distill.redact import redact_text, strip_controls
+
 
 def stderr_console() -> Console:
     return Console(stderr=True)
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=stderr_console(), show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
+    handler = RichHandler(console=stderr_console(), show_path=False, rich_tracebacks=False)
+    handler.addFilter(redact_record)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def redact_record(record: logging.LogRecord) -> bool:
+    """Every log line, r1distill's and its libraries', as redact.py makes text safe: a message may quote
+    a URL with a password, a server's error or a model's output."""
+    record.msg, record.args = strip_controls(redact_text(record.getMessage())), None
+    return True
 
 
 class RowProgress:

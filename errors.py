@@ -4,6 +4,8 @@
 on, with a message saying what to do) with code 1; anything else is a bug and keeps its traceback.
 """
 
+from r1distill.redact import redact_text, strip_controls
+
 
 class UsageError(Exception):
     """A problem with the user's input or options; the message names the file, column or option and the fix."""
@@ -14,9 +16,14 @@ class StageError(RuntimeError):
 
 
 def first_line(err: BaseException, secret: str | None = None) -> str:
-    """An exception as one short line for a UsageError message (its type when it has no text).
+    """An exception as one short line for a message (its type when it has no text), safe to show and record.
 
-    `secret` is replaced by *** before the line is cut, so no part of it can survive.
+    Its text often quotes a server or a model (a Hub refusal, a library echoing a URL): credentials are
+    redacted and ANSI escapes and control characters removed (see redact.py), and `secret` is replaced
+    by *** before the line is cut, so no part of it can survive.
+
+    >>> first_line(ValueError("\\x1b[31mrefused\\x1b[0m by http://u:pw@h/v1\\nmore"))
+    'refused by http://***@h/v1'
     """
     text = str(err).replace(secret, "***") if secret else str(err)
-    return (text.strip() or type(err).__name__).splitlines()[0][:300]
+    return strip_controls(redact_text(text.strip() or type(err).__name__).splitlines()[0])[:300]

@@ -31,7 +31,8 @@ servers misbehave:
 
 `preflight` sends one tiny completion to every base URL before the stage writes anything, so a wrong
 URL, model or key is one line. The API key travels only in the Authorization header; it and any
-credentials in a base URL are scrubbed from error texts, and URLs are logged redacted.
+credentials in a base URL are scrubbed from error texts, URLs are logged redacted, and a server's text
+loses its ANSI escapes and control characters before it is stored or shown (see redact.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from r1distill.backends import (
 )
 from r1distill.backends.replicas import Failure, Replica, Rotation
 from r1distill.errors import UsageError
+from r1distill.redact import redact_text, scrub, strip_controls
 from r1distill.schema import FINISH_ERROR, closes_unopened_think
 
 log = logging.getLogger(__name__)
@@ -177,9 +179,8 @@ class OpenAIBackend:
 
     async def _attempt(self, session: aiohttp.ClientSession, replica: Replica, request: Request, path: str, body: bytes) -> Result | Failure:
         outcome = await self._send(session, replica, request, path, body)
-        if isinstance(outcome, Failure) and self._secrets:
-            # Some servers echo the Authorization header or the URL in their error text.
-            outcome.detail = self._scrub(outcome.detail)
+        if isinstance(outcome, Failure):
+            outcome.detail = self._safe(outcome.detail)
         return outcome
 
     async def _send(self, session: aiohttp.ClientSession, replica: Replica, request: Request, path: str, body: bytes) -> Result | Failure:
@@ -223,10 +224,10 @@ class OpenAIBackend:
         problem = failure.text() + (f" ({attempts} attempts)" if attempts > 1 else "")
         return Result(key=request.key, finish_reason=FINISH_ERROR, error=problem[:1000])
 
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+    def _safe(self, text: str) -> str:
+        """A server's text as a row's error or a log line may hold it: some servers echo the Authorization
+        header or the URL, and any may send ANSI escapes that would drive the terminal it is shown on."""
+        return strip_controls(redact_text(scrub(text, self._secrets)))
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_retry_delay, self.retry_delay * 2**attempt))
@@ -275,7 +276,7 @@ class OpenAIBackend:
                 if isinstance(outcome, Failure) and outcome.reason == "http_404":
                     served = await _served_models(session, replica)
                     if served:
-                        outcome.detail += f" (it serves: {', '.join(served[:10])})"
+                        outcome.detail += self._safe(f" (it serves: {', '.join(served[:10])})")
         return list(zip(self.replicas, outcomes))
 
     def close(self) -> None:

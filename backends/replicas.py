@@ -14,10 +14,10 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from r1distill.backends import failure_hint
-from r1distill.redact import redact_url, url_secrets
+from r1distill.redact import credentials, redact_url, url_secrets, without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +48,20 @@ class Replica:
     """One base URL: where its requests go, how they authenticate, and whether it is in the rotation."""
 
     def __init__(self, url: str, api_key: str | None) -> None:
-        parts = urlsplit(url)
+        # The credentials run to the last `@` (see redact.py): a password pasted unencoded, with a `/` or
+        # `#` in it, still leaves the host, and never reaches the request line.
+        parts = urlsplit(without_credentials(url))
         self.label = redact_url(url)
-        host = parts.netloc.rsplit("@", 1)[-1]
-        self.prefix = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+        self.prefix = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.query = f"?{parts.query}" if parts.query else ""
         self.headers = {"Content-Type": "application/json"}
-        # Short query values ("v=1") are not secrets worth scrubbing: that would garble every text with the digit.
-        self.secrets = [secret for secret in url_secrets(url) if len(secret) >= 4]
-        if parts.username or parts.password:
+        self.secrets = url_secrets(url)
+        user_password = credentials(url)
+        if user_password is not None and any(user_password):
             # A user:password in the URL is HTTP basic auth (a proxy in front of the server); it replaces the key.
-            credentials = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {credentials}"
-            self.secrets.append(credentials)
+            basic = base64.b64encode(":".join(user_password).encode()).decode()
+            self.headers["Authorization"] = f"Basic {basic}"
+            self.secrets.append(basic)
         elif api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
             self.secrets.append(api_key)

@@ -41,6 +41,7 @@ from r1distill.eval.config import GENERATIONS, RESULTS, SAMPLES, EvalConfig
 from r1distill.eval.record import differences, load_results, model_settings, print_results, versions
 from r1distill.eval.score import model_results, part_tokens, score, token_counter
 from r1distill.generate import generate
+from r1distill.redact import redact_settings
 from r1distill.schema import PROMPT_ID, split_reasoning
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,8 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
 
 
 def _results(cfg: EvalConfig, benchmark: dict, budgets: list[int], scored: pl.DataFrame, tokenizers: dict, started: datetime) -> dict:
-    """results.json: the settings of the run, then per model its settings and every metric."""
+    """results.json: the settings of the run, then per model its settings and every metric; credentials
+    redacted (a --base-url password in the command, see redact.py), here so that --compare sees what is written."""
     generating = cfg.completions is None
     settings = {
         "benchmark": benchmark,
@@ -187,14 +189,14 @@ def _results(cfg: EvalConfig, benchmark: dict, budgets: list[int], scored: pl.Da
             {"model": model, "settings": model_settings(model, cfg.backend if generating else None, tokenizer, cfg.device),
              **model_results(scored.filter(pl.col("model") == model), cfg.group_by, budgets)}
         )
-    return {
+    return redact_settings({
         "r1distill": settings["versions"]["r1distill"],
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "command": cfg.command,
         "settings": settings,
         "models": entries,
-    }
+    })
 
 
 def print_summary(summary: EvalSummary) -> None:

@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from r1distill import __version__
-from r1distill.redact import redact_text
+from r1distill.redact import redact_command, redact_settings
 from r1distill.schema import DROP_GENERATION_ERROR, DROP_INVALID_PROBLEM, PASS_RATE, SFT_SCHEMA
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def dataset_card(cfg: FilterConfig, stats: dict, started: datetime) -> str:
     funnel = [f"| rows in | {stats['rows_in']:,} |", f"| failed in generate (not judged) | {stats['generation_errors']:,} |"]
     funnel += [f"| dropped: {reason} | {count:,} |" for reason, count in stats["dropped"].items()]
     funnel += [f"| kept (reasoning) | {stats['kept']['reasoning']:,} |", f"| added (non-reasoning) | {stats['kept']['non_reasoning']:,} |"]
-    settings = {k: v for k, v in asdict(cfg).items() if k != "command"}
+    settings = redact_settings({k: v for k, v in asdict(cfg).items() if k != "command"})
     versions = {name: version(name) for name in ("polars", "pyarrow", "math-verify")}
     return f"""---
 configs:
@@ -145,10 +145,10 @@ Pass-rate histogram (prompts): {json.dumps(stats["pass_rate_histogram"])}
 ## Reproduce
 
 ```
-{redact_text(" ".join(cfg.command)) if cfg.command else "r1distill filter ..."}
+{" ".join(redact_command(cfg.command)) if cfg.command else "r1distill filter ..."}
 ```
 
-Settings: `{redact_text(json.dumps(settings))}`
+Settings: `{json.dumps(settings)}`
 
 Versions: r1distill {__version__}, Python {platform.python_version()}, {", ".join(f"{k} {v}" for k, v in versions.items())}.
 """

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class GenerationSettings:
     prefilled_think: str = "auto"
     """Whether the server's chat template opens <think> itself (R1-Distill models without a reasoning parser), so completions get the tag back (openai): auto learns it once per run (a local model folder's tokenizer, else vLLM's /tokenize); yes or no say so."""
     api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key (read at run time, never printed or written)."""
+    """Environment variable holding the API key, named like one (ending in _KEY or _TOKEN) and not another service's credential such as HF_TOKEN or AWS_*; read at run time, sent to every server, never printed or written."""
     concurrency: int = 64
     """Requests in flight at once (openai backend)."""
     batch_size: int = 8
@@ -142,6 +143,9 @@ class GenerateConfig(GenerationSettings):
             bad = [url for url in self.base_urls if not url.startswith(("http://", "https://"))]
             if bad:
                 problems.append(f"--base-url must start with http:// or https://, got {redact_text(bad[0])!r}")
+            problem = api_key_env_problem(self.api_key_env)
+            if problem:
+                problems.append(problem)
         elif self.base_urls:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -156,6 +160,35 @@ class GenerateConfig(GenerationSettings):
             problems.append(f"-o {self.output}: exists and is not a folder")
         if problems:
             raise UsageError("; ".join(problems))
+
+
+# Credentials of other services, which --api-key-env would send to whatever host --base-url names.
+OTHER_CREDENTIALS = frozenset({
+    "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "HF_API_TOKEN", "GITHUB_TOKEN", "GH_TOKEN",
+    "GITLAB_TOKEN", "CI_JOB_TOKEN", "NPM_TOKEN", "PYPI_TOKEN", "PYPI_API_TOKEN", "WANDB_API_KEY", "KAGGLE_KEY", "CODECOV_TOKEN",
+    "SLACK_TOKEN", "SLACK_BOT_TOKEN", "VAULT_TOKEN", "DOCKER_TOKEN", "CLOUDFLARE_API_TOKEN", "DIGITALOCEAN_TOKEN", "HEROKU_API_KEY",
+})
+OTHER_CREDENTIAL_PREFIXES = ("AWS_", "GITHUB_", "ACTIONS_", "AZURE_CLIENT_", "GOOGLE_APPLICATION_", "SSH_", "GPG_")
+
+
+def api_key_env_problem(name: str) -> str | None:
+    """Why --api-key-env NAME may not be sent to a --base-url, or None: the variable must be named like that
+    service's API key, and not be a known credential of another service (the Hub, AWS, GitHub...).
+
+    >>> [api_key_env_problem(n) is None for n in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "MY_API_KEY", "VLLM_TOKEN")]
+    [True, True, True, True]
+    >>> [api_key_env_problem(n) is None for n in ("HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "HOME", "PATH")]
+    [False, False, False, False, False]
+    """
+    upper = name.upper()
+    if upper in OTHER_CREDENTIALS or upper.startswith(OTHER_CREDENTIAL_PREFIXES):
+        return (
+            f"--api-key-env {name}: is another service's credential, and the key is sent to every --base-url; "
+            "put the server's key in a variable of its own, e.g. export MY_SERVER_API_KEY=..."
+        )
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not upper.endswith(("_KEY", "_TOKEN", "APIKEY")):
+        return f"--api-key-env {name}: name the variable that holds the server's API key, ending in _KEY or _TOKEN (e.g. OPENAI_API_KEY)"
+    return None
 
 
 def _device_problems(device: str, backend: str) -> list[str]:

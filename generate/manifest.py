@@ -21,7 +21,7 @@ from r1distill import __version__
 from r1distill.errors import UsageError
 from r1distill.generate.prompts import build_messages
 from r1distill.generate.store import read_manifests, read_rows, record_run
-from r1distill.redact import redact_text, redact_url
+from r1distill.redact import redact_command, redact_settings
 from r1distill.schema import PROBLEM, PROMPT_ID
 
 if TYPE_CHECKING:
@@ -105,8 +105,7 @@ def write_manifest(
     `<think>` that generate put back (None when the run generated nothing to tell).
     """
     index, count = cfg.shard_parts()
-    options = asdict(cfg)
-    options["base_urls"] = [redact_url(url) for url in cfg.base_urls]
+    options = redact_settings(asdict(cfg))
     options.pop("command")
     counts = {"prompts": prompts}
     if summary is not None:
@@ -114,7 +113,7 @@ def write_manifest(
     run = {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat() if summary is not None else None,
-        "command": [redact_text(arg) for arg in cfg.command],
+        "command": redact_command(cfg.command),
         "options": options,
         "prefilled_think": prefilled_think,
         "versions": versions(cfg.backend),

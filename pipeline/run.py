@@ -39,7 +39,7 @@ from r1distill.console import stderr_console
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.pipeline import recipe as recipes
 from r1distill.pipeline.recipe import RESUME, Recipe, Stage
-from r1distill.redact import redact_text
+from r1distill.redact import redact_settings
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,9 @@ def fingerprint(stage: Stage) -> str:
 
 
 def _settings(stage: Stage) -> dict:
-    """The settings as recorded in pipeline.json: credentials in URLs (a base URL's password) are hidden."""
-    def safe(value):
-        return redact_text(value) if isinstance(value, str) else [safe(v) for v in value] if isinstance(value, list) else value
-
-    return {k: safe(v) for k, v in asdict(stage.settings).items() if k not in _NOT_FINGERPRINTED}
+    """The settings as recorded in pipeline.json: credentials (a base URL's password, a token in rl's
+    `trl`, at any depth) are hidden (redact.py)."""
+    return redact_settings({k: v for k, v in asdict(stage.settings).items() if k not in _NOT_FINGERPRINTED})
 
 
 @dataclass

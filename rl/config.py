@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,34 @@ def _trl_fields(path: str, unknown: dict) -> dict:
     bad = sorted(key for key in unknown if key not in fields)
     if bad:
         raise UsageError(f"--config {path}: unknown setting(s) {', '.join(bad)}; use the fields of `r1distill rl --help` with _ for -, or of TRL's GRPOConfig")
+    remote = [key for key, value in unknown.items() if key == "trust_remote_code" and value or _asks_remote_code(value)]
+    if remote:
+        # TRL hands it to every from_pretrained (the reward model's too): code from a model repository would run here.
+        raise UsageError(
+            f"--config {path}: {remote[0]}: trust_remote_code would run the model repository's own code, and r1distill rl "
+            "has no --trust-remote-code to allow it; use a model that loads without it"
+        )
     return {"trl": dict(unknown)}
+
+
+def _asks_remote_code(value) -> bool:
+    """A GRPOConfig value (model_init_kwargs and the other kwargs, a mapping or its JSON text) that sets trust_remote_code.
+
+    >>> _asks_remote_code({"dtype": "bfloat16", "trust_remote_code": True}), _asks_remote_code('{"trust_remote_code": true}')
+    (True, True)
+    >>> _asks_remote_code({"trust_remote_code": False}), _asks_remote_code("bfloat16")
+    (False, False)
+    """
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return False
+    if isinstance(value, dict):
+        return any(key == "trust_remote_code" and bool(item) or _asks_remote_code(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_asks_remote_code(item) for item in value)
+    return False
 
 
 def read_recipe(path: str | Path) -> dict:

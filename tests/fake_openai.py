@@ -11,6 +11,7 @@
     [[401echo]]     answers 401 echoing the Authorization header, as some APIs do
     [[400]]         answers 400 (a request the server refuses as it is)
     [[toolong]]     answers 400 with vLLM's message for a prompt longer than the context
+    [[ansi]]        answers 400 with ANSI escapes and control characters in its message (recolour, retitle, erase)
     [[reasoning]]   returns the thinking in `reasoning_content`, not inline
     [[length]]      finish_reason "length"
     [[textusage]]   usage counts as text: completion_tokens "seventeen", prompt_tokens "11"
@@ -18,9 +19,10 @@
     [[cut]]         raw text (completions endpoint): thinking that never closes, finish_reason "length",
                     unless the prompt already closed it (a forced continuation): then " 42", stop
 Everything else answers at once with an inline <think> block and a boxed answer. With `model` set, a
-request for another model gets OpenAI's 404. With `prefills_think`, the chat template (ChatML) opens
-<think> itself, as `vllm serve` of an R1-Distill model does: chat replies lack the opening tag, and
-vLLM's /tokenize and /detokenize (at the server's root; absent with `tokenize=False`) show it. The client's preflight request is answered like any
+request for another model gets OpenAI's 404; with `refusal` set, every request gets a 400 saying it. With
+`prefills_think`, the chat template (ChatML) opens <think> itself, as `vllm serve` of an R1-Distill model
+does: chat replies lack the opening tag, and vLLM's /tokenize and /detokenize (at the server's root; absent
+with `tokenize=False`) show it. The client's preflight request is answered like any
 other but recorded in `preflights`, not in `requests` and `attempts`.
 
 `BacklogServer` is Python's own ThreadingHTTPServer with its accept backlog of 5 (and HTTP/1.0, a new
@@ -57,6 +59,8 @@ class FakeOpenAI:
     """The chat template ends the prompt inside an opened <think> block."""
     tokenize: bool = True
     """Serve vLLM's /tokenize and /detokenize."""
+    refusal: str | None = None
+    """When set, every request (the preflight too) is answered 400 with this text."""
     attempts: Counter = field(default_factory=Counter)
     served: int = 0
     requests: list[dict] = field(default_factory=list)
@@ -117,6 +121,8 @@ class FakeOpenAI:
         chat = request.path.endswith("/chat/completions")
         text = body["messages"][-1]["content"] if chat else body["prompt"]
         seen = {"path": request.path, "query": request.query_string, "authorization": request.headers.get("Authorization"), "body": body}
+        if self.refusal is not None:
+            return web.Response(status=400, text=self.refusal)
         if self.model and body["model"] != self.model:
             message = f"The model `{body['model']}` does not exist or you do not have access to it."
             return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}}, status=404)
@@ -149,6 +155,8 @@ class FakeOpenAI:
             return web.Response(status=401, text=f"Incorrect API key provided: {request.headers.get('Authorization')}")
         if "400" in directives:
             return web.json_response({"object": "error", "message": "temperature must be at most 2", "code": 400}, status=400)
+        if "ansi" in directives:
+            return web.Response(status=400, text="\x1b[31mbad request\x1b[0m\x1b]0;owned\x07\r\x1b[2Kall good\x08")
         if "toolong" in directives:
             message = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens."
             return web.json_response({"object": "error", "message": message, "type": "BadRequestError", "code": 400}, status=400)

@@ -160,7 +160,7 @@ def test_push_checks_everything_before_the_upload(tmp_path, monkeypatch):
     result = runner.invoke(app, ["push", str(out), "--repo-id", "me/set", "--private"])
     assert result.exit_code == 0, result.output
     assert calls[0] == ("create", "me/set", {"repo_type": "dataset", "private": True, "exist_ok": True})
-    assert calls[1][1]["folder_path"] == str(out) and ".journal/*" in calls[1][1]["ignore_patterns"]
+    assert calls[1][1]["folder_path"] == str(out) and "*.parquet" in calls[1][1]["allow_patterns"] and ".*" in calls[1][1]["ignore_patterns"]
 
     def refuse(self, **kw):
         raise RuntimeError(f"401 Unauthorized for token {secret}")

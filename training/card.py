@@ -11,14 +11,16 @@ from importlib.metadata import version
 from pathlib import Path
 
 from r1distill import __version__
+from r1distill.redact import redact_command, redact_settings
 
 VERSIONS = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
 
 def model_card(cfg, stage: str, started: datetime, outcome: str, sections: str) -> str:
     """The card of a model trained by `r1distill <stage>` with settings `cfg` (a settings dataclass with
-    input, output, model, lora_r, merge_lora and command); `outcome` ends the first paragraph."""
-    settings = {k: v for k, v in asdict(cfg).items() if k != "command"}
+    input, output, model, lora_r, merge_lora and command); `outcome` ends the first paragraph. The command
+    and the settings are recorded redacted (a server URL's password, rl's `trl: {hub_token: ...}`; redact.py)."""
+    settings = redact_settings({k: v for k, v in asdict(cfg).items() if k != "command"})
     versions = ", ".join(f"{name} {version(name)}" for name in VERSIONS)
     weights = "full weights" if cfg.lora_r is None else "LoRA merged into full weights" if cfg.merge_lora else f"LoRA adapters (r={cfg.lora_r})"
     tags = "\n".join(f"- {tag}" for tag in ("reasoning", "distillation", "r1distill", stage))
@@ -39,7 +41,7 @@ A reasoning model trained by `r1distill {stage}` {__version__} on {started:%Y-%m
 ## Reproduce
 
 ```
-{" ".join(cfg.command) if cfg.command else f"r1distill {stage} ..."}
+{" ".join(redact_command(cfg.command)) if cfg.command else f"r1distill {stage} ..."}
 ```
 
 Settings: `{json.dumps(settings)}`

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from r1distill.errors import UsageError
+from r1distill.redact import redact_command, redact_settings
 from r1distill.training.callbacks import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,14 @@ RUN_FILE = "run.json"
 
 
 def run_settings(cfg) -> dict:
-    """The settings that define a run in OUT, with paths made absolute so a rerun from elsewhere matches."""
+    """The settings that define a run in OUT, with paths made absolute so a rerun from elsewhere matches, and
+    credentials redacted (redact.py): run.json records them, and a rerun compares its own the same way."""
     settings = asdict(cfg)
     for name in ("input", "model"):
         if Path(settings[name]).exists():
             settings[name] = str(Path(settings[name]).resolve())
-    return settings
+    settings["command"] = redact_command(settings["command"])
+    return redact_settings(settings)
 
 
 def check_output(cfg, stage: str, resumable: tuple[str, ...]) -> str | None:
