@@ -18,11 +18,11 @@ tokens when the thinking was cut, else the thinking's own token count.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
 
+from r1distill import files
 from r1distill.backends import Request, ends_inside_think, render_prompt
 from r1distill.errors import UsageError, first_line
 from r1distill.eval.benchmarks import read_traces
@@ -76,14 +76,6 @@ def render_thinking_prompts(prompts: pl.DataFrame, tokenizer, cfg) -> pl.DataFra
     return prompts.select(PROMPT_ID, ANSWER).with_columns(pl.Series(PROBLEM, rendered))
 
 
-def write_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write a Parquet file under a temporary name, then rename it: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
-
-
 def budget_rows(cfg, model: str, thinking: pl.DataFrame, budget: int, folder: Path, count_tokens) -> tuple[pl.DataFrame, int]:
     """The samples of one budget (one row per (prompt, sample), completion canonical) and the requests that failed.
 
@@ -107,7 +99,7 @@ def budget_rows(cfg, model: str, thinking: pl.DataFrame, budget: int, folder: Pa
             pl.struct("id", "prefix").map_elements(lambda row: prompt_of[row["id"].rsplit(":", 1)[0]] + row["prefix"], return_dtype=pl.String).alias(PROBLEM),
             ANSWER,
         )
-        write_atomically(table, folder / f"prompts-answer-{budget}.parquet")
+        files.write_parquet(folder / f"prompts-answer-{budget}.parquet", table)
         answer_out = folder / f"answer-{budget}"
         second = generate(
             cfg.generate_config(model, str(folder / f"prompts-answer-{budget}.parquet"), str(answer_out), max_tokens=cfg.answer_tokens, num_samples=1, **raw)

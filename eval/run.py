@@ -33,10 +33,10 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from r1distill import models, rewards
+from r1distill import files, models, rewards
 from r1distill.errors import UsageError, first_line
 from r1distill.eval.benchmarks import load_benchmark, load_completions, read_traces, slug
-from r1distill.eval.budget import FORCED_CUE, budget_rows, render_thinking_prompts, write_atomically
+from r1distill.eval.budget import FORCED_CUE, budget_rows, render_thinking_prompts
 from r1distill.eval.config import GENERATIONS, RESULTS, SAMPLES, EvalConfig
 from r1distill.eval.record import differences, load_results, model_settings, print_results, versions
 from r1distill.eval.score import model_results, part_tokens, score, token_counter
@@ -100,7 +100,7 @@ def _generated(
     parts = [natural.with_columns(pl.Series("thinking_tokens", thinking, pl.Int64), pl.Series("response_tokens", response, pl.Int64),
                                   pl.lit(None, pl.Int64).alias("budget"), pl.lit(False).alias("forced"))]
     if budgets:
-        write_atomically(rendered, folder / "prompts-think.parquet")
+        files.write_parquet(folder / "prompts-think.parquet", rendered)
         for budget in budgets:
             rows, budget_failed = budget_rows(cfg, model, rendered, budget, folder, count)
             failed += budget_failed
@@ -142,7 +142,8 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
         # Rendered before anything is written: a template that cannot render them stops the run here.
         rendered = {model: render_thinking_prompts(prompts, tokenizers[model], cfg) for model in cfg.models} if budgets else {}
         prompts_path = out / "prompts.parquet"
-        write_atomically(prompts, prompts_path)
+        out.mkdir(parents=True, exist_ok=True)
+        files.write_parquet(prompts_path, prompts)
         parts = []
         for model in cfg.models:
             rows, model_failed = _generated(cfg, prompts, prompts_path, model, tokenizers[model], rendered.get(model), budgets)
@@ -154,10 +155,8 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
         scored = score(rows, accuracy, mode)
     results = _results(cfg, benchmark, budgets, scored, tokenizers, started)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomically(scored, out / SAMPLES)
-    tmp = out / f".{RESULTS}.tmp"
-    tmp.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
-    tmp.replace(out / RESULTS)
+    files.write_parquet(out / SAMPLES, scored)
+    files.write_bytes(out / RESULTS, orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     for other in compared:
         other["differences"] = differences(results, other)
         if other["differences"]:

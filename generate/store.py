@@ -17,6 +17,10 @@ journaled, and a line that still cannot become a table row is moved, with its re
 `.journal/rejected-<tag>.jsonl` (the next run generates it again). A shard reaches its final name
 only after its bytes and the folder entry are on disk, and so does a compacted one, so a power loss
 cannot take a row away from both the journal and the shards.
+
+OUT may sit in a shared folder: every file is written as `r1distill.files` writes (random temporary
+names, never through a symlink), and the locks and journals are opened without following a link or
+truncating what is there.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from r1distill import files
 from r1distill.errors import UsageError, first_line
 from r1distill.schema import coerce_row
 
@@ -60,7 +65,7 @@ def now_us() -> int:
 
 def read_rows(out: Path, columns: list[str]) -> pl.DataFrame | None:
     """These columns of every row of every shard in `out`; None when it has no shard."""
-    return _read_shards(out, lambda files: pl.read_parquet(files, columns=columns))
+    return _read_shards(out, lambda shards: pl.read_parquet(shards, columns=columns))
 
 
 def read_state(out: Path) -> pl.DataFrame:
@@ -84,18 +89,18 @@ def read_state(out: Path) -> pl.DataFrame:
 def has_superseded_rows(out: Path) -> bool:
     """Whether some id has more than one row in `out` (a redo not compacted yet)."""
     duplicated = pl.col("id").is_duplicated().any()
-    return bool(_read_shards(out, lambda files: pl.scan_parquet(files).select(duplicated).collect().item()))
+    return bool(_read_shards(out, lambda shards: pl.scan_parquet(shards).select(duplicated).collect().item()))
 
 
 def _read_shards(out: Path, read: Callable[[list[Path]], T]) -> T | None:
     """`read` of every shard in `out` (None when there is none), listed again if one vanishes meanwhile."""
     attempt = 0
     while True:
-        files = sorted(out.glob(SHARD_GLOB))
-        if not files:
+        shards = sorted(out.glob(SHARD_GLOB))
+        if not shards:
             return None
         try:
-            return read(files)
+            return read(shards)
         except FileNotFoundError as err:
             # Compaction by another --shard or data-parallel worker removed it: its rows are in newer shards.
             attempt += 1
@@ -133,10 +138,7 @@ def record_run(path: Path, header: dict, run: dict) -> None:
                       "versions": "versions", "counts": "counts"}
             runs = [{key: old.get(was) for key, was in legacy.items()}]
     runs = [entry for entry in runs if entry.get("started_at") != run["started_at"]] + [run]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(orjson.dumps(header | {"runs": runs}, option=orjson.OPT_INDENT_2) + b"\n")
-    _fsync(tmp)
-    os.replace(tmp, path)
+    files.write_bytes(path, orjson.dumps(header | {"runs": runs}, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 class TraceStore:
@@ -162,7 +164,7 @@ class TraceStore:
         self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         self._seq = 0
         self._journal: Path | None = None
-        self._journal_fd = -1
+        self._journal_file = None
         self._rows: list[dict] = []
         self._journal_opened = 0.0
         self._lock = None
@@ -171,7 +173,7 @@ class TraceStore:
 
     def __enter__(self) -> TraceStore:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(self.journal_dir / "lock", "w")
+        lock = files.open_append(self.journal_dir / "lock")
         try:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -196,7 +198,7 @@ class TraceStore:
     def _release(self) -> None:
         """Close the journal (kept on disk for the next run's recovery) and give up the lock."""
         if self._journal is not None:
-            os.close(self._journal_fd)
+            self._journal_file.close()
             self._journal = None
         if self._lock is not None:
             self._lock.close()
@@ -204,8 +206,8 @@ class TraceStore:
 
     def recover(self) -> int:
         """Turn journals left by a killed run into shards; returns the rows recovered."""
-        for stale in self.journal_dir.glob("*.tmp"):
-            stale.unlink()
+        # This worker's lock is held: a temporary here is one a killed run of it left.
+        files.remove_temps(self.journal_dir, "*")
         recovered = 0
         for journal in sorted(self.journal_dir.glob("*.jsonl")):
             rows, unreadable = _read_journal(journal)
@@ -227,12 +229,12 @@ class TraceStore:
         row = coerce_row(row)
         if self._journal is None:
             self._journal = self._journal_path()
-            self._journal_fd = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._journal_file = files.open_append(self._journal, buffering=0)
             self._journal_opened = time.monotonic()
         # One unbuffered write per row: once it returns the row is in the OS, safe from a process kill.
         line = memoryview(orjson.dumps(row) + b"\n")
         while line:
-            line = line[os.write(self._journal_fd, line) :]
+            line = line[self._journal_file.write(line) :]
         self._rows.append(row)
         if len(self._rows) >= self.rows_per_shard or time.monotonic() - self._journal_opened >= self.seconds_per_shard:
             self.flush()
@@ -243,7 +245,7 @@ class TraceStore:
         if self._journal is None:
             return
         path = self._journal
-        os.close(self._journal_fd)
+        self._journal_file.close()
         self._journal = None
         self._seq += 1
         if self._rows:
@@ -263,11 +265,8 @@ class TraceStore:
             if not rows:
                 return 0
             table = self.build_table(rows)
-        final = self.out / f"traces-{self.tag}-{stem}.parquet"
-        tmp = self.journal_dir / f"{final.name}.tmp"
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, final)
+        # Its temporary lives in this worker's journal folder, which no other worker's cleanup touches.
+        files.write_parquet(self.out / f"traces-{self.tag}-{stem}.parquet", table, temp_dir=self.journal_dir)
         # The journal is deleted next: the shard's name must be on disk first.
         _fsync(self.out)
         return len(rows)
@@ -293,7 +292,7 @@ class TraceStore:
         lines = b"".join(
             orjson.dumps({"reason": reason, "journal": stem, "rejected_at": at, "row": row}, default=str) + b"\n" for reason, row in rejects
         )
-        with open(self.rejected_path, "ab") as handle:
+        with files.open_append(self.rejected_path) as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
@@ -305,22 +304,22 @@ class TraceStore:
 
     def compact(self) -> int:
         """Drop rows that a newer row with the same id superseded; returns how many were dropped."""
-        with open(self.out / JOURNAL_DIR / "compact.lock", "w") as lock:
+        with files.open_append(self.out / JOURNAL_DIR / "compact.lock") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            for stale in self.out.glob(".traces-*.tmp"):
-                stale.unlink()
-            files = sorted(self.out.glob(SHARD_GLOB))
-            if not files:
+            # Only compaction writes temporaries beside the shards, and it holds this lock.
+            files.remove_temps(self.out, SHARD_GLOB)
+            shards = sorted(self.out.glob(SHARD_GLOB))
+            if not shards:
                 return 0
             # A stale row may only go once the shard holding its newer row is surely on disk.
             _fsync(self.out)
             ids = pl.concat(
-                [pl.read_parquet(f, columns=["id", "created_at"]).with_columns(pl.lit(i).alias("file")) for i, f in enumerate(files)]
+                [pl.read_parquet(f, columns=["id", "created_at"]).with_columns(pl.lit(i).alias("file")) for i, f in enumerate(shards)]
             )
             newest = ids.sort("created_at", "file").unique("id", keep="last").select("id", "created_at", "file")
             stale = ids.join(newest, on=["id", "created_at", "file"], how="anti")
             for index in stale["file"].unique().to_list():
-                self._rewrite_without(files[index], newest.filter(pl.col("file") == index))
+                self._rewrite_without(shards[index], newest.filter(pl.col("file") == index))
             if stale.height:
                 _fsync(self.out)
             return stale.height
@@ -332,16 +331,12 @@ class TraceStore:
         if kept.num_rows == 0:
             path.unlink()
             return
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(kept, tmp)
-        # Else a power loss after the rename could leave an empty file where the kept rows were.
-        _fsync(tmp)
-        os.replace(tmp, path)
+        files.write_parquet(path, kept)
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's bytes, or a folder's entries, to disk."""
-    fd = os.open(path, os.O_RDONLY)
+def _fsync(folder: Path) -> None:
+    """Flush a folder's entries (a rename, a removal) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

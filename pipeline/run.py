@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import processes
+from r1distill import files, processes
 from r1distill.console import stderr_console
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.pipeline import recipe as recipes
@@ -136,9 +136,7 @@ class _State:
 
     def record(self, name: str, entry: dict) -> None:
         self.stages[name] = entry
-        partial = self.path.with_suffix(".json.partial")
-        partial.write_text(json.dumps({"stages": self.stages}, indent=2) + "\n")
-        os.replace(partial, self.path)
+        files.write_json(self.path, {"stages": self.stages})
 
 
 def _steps(plan: Recipe, state: _State) -> list[_Step]:
@@ -265,11 +263,12 @@ def _launch(stage: Stage, settings) -> None:
 
     values = {name: getattr(settings, name) for name in recipe_fields(settings) if getattr(settings, name) is not None}
     values.update(getattr(settings, "trl", {}))  # rl: the other GRPOConfig fields, as a recipe gives them
-    # The real settings (a server URL's credentials too) go to the launched command through a file
-    # only its owner can read, removed when the launch ends.
-    recipe = stage.folder.parent / f".{stage.name}.launch.yaml"
-    with os.fdopen(os.open(recipe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        out.write(yaml.safe_dump(values, sort_keys=False))
+    # The real settings (a server URL's credentials too) go to the launched command through a new
+    # file of a random name that only its owner can read, removed when the launch ends; a kill -9
+    # leaves it behind, so the next launch of this stage removes what an earlier one left.
+    name = f"{stage.name}.launch.yaml"
+    files.remove_temps(stage.folder.parent, name)
+    recipe = files.private_temp(stage.folder.parent, name, yaml.safe_dump(values, sort_keys=False).encode("utf-8"))
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", stage.accelerate,
         "-m", "r1distill.cli", stage.kind, settings.input, "-o", settings.output, "--config", str(recipe),

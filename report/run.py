@@ -6,17 +6,17 @@ Each folder is recognised by the files its stage writes, checked before anything
 gets its own section, in pipeline order (see `inputs` and `sections`). The page carries everything
 it shows (CSS inline, plots as PNG data: URIs, no script) and a Content-Security-Policy that forbids
 any fetch or script, so it opens offline and a trace can neither inject markup nor call out. It is
-written to a temporary file and renamed, so a reader never sees half a page.
+written as every file is (`r1distill.files`): under a random temporary name, then renamed, so a reader
+never sees half a page and a link planted beside it is never followed.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import __version__
+from r1distill import __version__, files
 from r1distill.report import inputs, sections
 from r1distill.report.config import ReportConfig
 from r1distill.report.sections import esc, table
@@ -35,12 +35,7 @@ def report(cfg: ReportConfig) -> Path:
     page = _page(found, bodies, made)
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_text(out, page)
     log.info("report of %d outputs: %s (%.0f KB)", len(found), out, out.stat().st_size / 1024)
     return out
 

@@ -26,6 +26,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import files
 from r1distill.errors import UsageError
 from r1distill.rewards import TASKS
 from r1distill.schema import stable_id
@@ -127,10 +128,11 @@ def synth(cfg: SynthConfig) -> int:
     table = [{"id": f"{cfg.task}-{i}", "task": cfg.task, **row} for i, row in enumerate(rows.values())]
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole or not at all: a problem set cut short would look complete to the next stage.
     if out.suffix == ".parquet":
         import polars as pl
 
-        pl.DataFrame(table).write_parquet(out)
+        files.write_parquet(out, pl.DataFrame(table))
     else:
-        out.write_text("".join(json.dumps(row) + "\n" for row in table), encoding="utf-8")
+        files.write_text(out, "".join(json.dumps(row) + "\n" for row in table))
     return len(table)

@@ -282,7 +282,7 @@ def test_missing_or_unknown_folders_are_one_line_exit_2_and_nothing_is_written(o
 
 
 def test_a_failed_write_keeps_the_old_report(outputs, tmp_path, monkeypatch):
-    from r1distill.report import run as report_run
+    from r1distill import files
 
     out = tmp_path / "report.html"
     out.write_text("old")
@@ -290,7 +290,7 @@ def test_a_failed_write_keeps_the_old_report(outputs, tmp_path, monkeypatch):
     def refuse(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report_run.os, "replace", refuse)
+    monkeypatch.setattr(files.os, "replace", refuse)
     with pytest.raises(OSError):
         report(ReportConfig([str(outputs["sft"])], str(out)))
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+from fnmatch import fnmatch
 from pathlib import Path
 
 import orjson
@@ -15,6 +17,7 @@ import pytest
 
 from conftest import run_cli, trace_row, write_jsonl
 from r1distill.errors import UsageError
+from r1distill.files import temp_glob
 from r1distill.generate import GenerateConfig, generate
 from r1distill.generate import store as store_module
 from r1distill.generate.store import JOURNAL_DIR, TraceStore, read_state
@@ -143,15 +146,16 @@ def test_compaction_syncs_the_rewritten_shard_and_the_folder_before_it_replaces_
         store.flush()
         first, second, _ = sorted(out.glob("traces-*.parquet"))
         events = []
-        real_fsync, real_replace, real_unlink = store_module._fsync, store_module.os.replace, Path.unlink
-        monkeypatch.setattr(store_module, "_fsync", lambda path: events.append(("fsync", Path(path).name)) or real_fsync(path))
-        monkeypatch.setattr(store_module.os, "replace", lambda src, dst: events.append(("replace", Path(dst).name)) or real_replace(src, dst))
+        real_fsync, real_replace, real_unlink = os.fsync, os.replace, Path.unlink
+        # What is synced, by the name its descriptor has (a file written under a temporary name, or OUT).
+        monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name)) or real_fsync(fd))
+        monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", Path(dst).name)) or real_replace(src, dst))
         monkeypatch.setattr(Path, "unlink", lambda path, **kw: events.append(("unlink", path.name)) or real_unlink(path, **kw))
         assert store.compact() == 2
     # The folder is synced first (the newer rows' shard is on disk), the rewritten file before it replaces the old one.
     assert events[0] == ("fsync", "out")
     replaced = events.index(("replace", first.name))
-    assert events[replaced - 1] == ("fsync", f".{first.name}.tmp")
+    assert events[replaced - 1][0] == "fsync" and fnmatch(events[replaced - 1][1], temp_glob(first.name))
     assert ("unlink", second.name) in events and events[-1] == ("fsync", "out")
     assert sorted(read_state(out)["id"].to_list()) == ["p0:0", "p1:0", "p2:0"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
+from r1distill import files
 from r1distill.console import stderr_console
 
 METRICS_FILE = "metrics.jsonl"
@@ -56,7 +57,7 @@ class MetricsLog(TrainerCallback):
             record["tokens_per_second"] = rate
         if self.extra is not None and "learning_rate" in logs:
             record.update(self.extra())
-        with self.path.open("a", encoding="utf-8") as out:
+        with files.open_append(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
 
 

@@ -3,6 +3,9 @@
 A folder holds one run. Rerunning into it is refused unless the settings that define the run match
 (the model and the data first, they are what a user recognises a run by) and --resume is given; then
 the run continues from its last complete checkpoint and metrics.jsonl keeps each step once.
+
+run.json and the metrics kept on resume are written whole or not at all (`r1distill.files`): the next
+run reads run.json first, and a torn one would refuse every rerun into the folder.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from r1distill.errors import UsageError
+from r1distill import files
+from r1distill.errors import UsageError, first_line
 from r1distill.redact import redact_command, redact_settings
 from r1distill.training.callbacks import METRICS_FILE
 
@@ -44,7 +48,7 @@ def check_output(cfg, stage: str, resumable: tuple[str, ...]) -> str | None:
         return None
     if not (out / RUN_FILE).exists():
         raise UsageError(f"-o {out}: exists, is not empty and holds no r1distill {stage} run; choose a new folder")
-    recorded = json.loads((out / RUN_FILE).read_text())["settings"]
+    recorded = _recorded_settings(out / RUN_FILE)
     current = run_settings(cfg)
     differ = sorted((n for n in current if n not in resumable and recorded.get(n) != current[n]), key=lambda n: ("model", "input", n).index(n))
     if differ:
@@ -59,6 +63,17 @@ def check_output(cfg, stage: str, resumable: tuple[str, ...]) -> str | None:
     if checkpoint is None:
         raise UsageError(f"--resume: {out} holds no complete checkpoint-* folder (the run died before --save-steps); start a new folder")
     return str(checkpoint)
+
+
+def _recorded_settings(path: Path) -> dict:
+    """The settings run.json records; a UsageError naming the file when it cannot say (damaged, edited, not ours)."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        if not isinstance(recorded, dict):
+            raise TypeError("'settings' is not a mapping")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{path}: unreadable ({type(err).__name__}: {first_line(err)}); restore it, or choose a new folder") from None
+    return recorded
 
 
 def last_complete_checkpoint(out: Path) -> Path | None:
@@ -88,11 +103,11 @@ def start(out: Path, checkpoint: str | None, record: dict) -> None:
                 kept.append(line + "\n")
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
-    metrics.write_text("".join(kept), encoding="utf-8")
+    files.write_text(metrics, "".join(kept))
 
 
 def write_run(out: Path, record: dict) -> None:
-    (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    files.write_json(out / RUN_FILE, record)
 
 
 def train(trainer, out: Path, checkpoint: str | None, record: dict) -> None:
