@@ -145,10 +145,20 @@ def secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name)) and not _SPECIAL_TOKEN.search(name)
 
 
+def secret_variable(name: str) -> bool:
+    """An environment variable whose value is scrubbed: one named like a credential, or any `*_KEY`,
+    which is what `--api-key-env` accepts (`DEEPSEEK_KEY` holds a key although no setting would be named so).
+
+    >>> [secret_variable(n) for n in ("HF_TOKEN", "DEEPSEEK_KEY", "OPENAI_API_KEY", "HOME", "MAX_TOKENS", "KEYBOARD")]
+    [True, True, True, False, False, False]
+    """
+    return secret_name(name) or name.upper().endswith("_KEY")
+
+
 def env_secrets() -> list[str]:
     """The values of the environment variables named like credentials (HF_TOKEN, the --api-key-env
     variable, ...), longest first, read now: a key exported mid-session is scrubbed too."""
-    found = {value for name, value in os.environ.items() if secret_name(name) and len(value) >= MIN_ENV_SECRET}
+    found = {value for name, value in os.environ.items() if secret_variable(name) and len(value) >= MIN_ENV_SECRET}
     return sorted(found, key=len, reverse=True)
 
 

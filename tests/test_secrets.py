@@ -139,3 +139,11 @@ def test_a_recipe_cannot_turn_trust_remote_code_on_through_the_grpo_passthrough(
         out = tmp_path / name
         result = runner.invoke(app, ["rl", str(data), "-o", str(out), "--model", str(tiny_model), "--config", str(recipe)])
         assert_usage_error(result, "trust_remote_code would run the model repository's own code", out)
+
+
+def test_a_key_in_any_variable_ending_in_key_is_scrubbed_from_recorded_text(monkeypatch):
+    # --api-key-env accepts DEEPSEEK_KEY, so its value must be scrubbed like OPENAI_API_KEY's would be.
+    from r1distill.redact import redact_text
+
+    monkeypatch.setenv("DEEPSEEK_KEY", "dsk-planted-0123456789")
+    assert redact_text("server said: bad key dsk-planted-0123456789") == "server said: bad key ***"
