@@ -308,6 +308,9 @@ class VerifierPool:
         self.timeouts = 0
         self.gold_parses = 0
         """Gold answers the workers parsed (a gold whose parse was already known is not counted)."""
+        self.verified = 0
+        """Rows a worker gave its verdict (rows the fast path or a repeat settled, timeouts and errors not
+        counted): how much of the work needed SymPy at all."""
 
     def __enter__(self) -> VerifierPool:
         self._pool = [self._start() for _ in range(self.workers)]
@@ -345,6 +348,7 @@ class VerifierPool:
         and a pair seen earlier in the call is verified once and shares that verdict."""
         results: list[Judgement | None] = [None] * len(golds)
         queue: deque[_Task] = deque()
+        verified = self.verified
         # The samples of one prompt often state the same answer in the same words: Math-Verify reads
         # nothing but the pair, so a repeat takes the first one's verdict (a timeout too: it would
         # only cost another full budget) instead of a second round of SymPy.
@@ -372,6 +376,7 @@ class VerifierPool:
         for row, source in repeats:
             results[row] = results[source]
             self.timeouts += results[row] is TIMEOUT
+        log.debug("%d of %d rows needed Math-Verify, %d repeated an earlier pair", self.verified - verified, len(golds), len(repeats))
         return results  # type: ignore[return-value]
 
     def prepare(self, golds: Iterable[str | None], stop: threading.Event | None = None) -> int:
@@ -428,6 +433,7 @@ class VerifierPool:
                         self._remember(task.gold, verdict)
                 else:
                     results[task.rows[index]] = Judgement(*verdict)
+                    self.verified += 1
                     worker.next_item = index + 1
                 if worker.next_item == len(task.rows):
                     worker.tasks.popleft()
