@@ -19,7 +19,8 @@ no_gold (None: cannot verify), timeout (None), error (None: the worker died on i
 The pool must never be the thing that hangs or lingers. The parent never blocks on a worker: tasks
 reach a worker through a sender thread, so a worker stuck in SymPy with a full pipe cannot stop the
 parent from watching the clock. A worker that dies (a crash, the OOM killer, a script that starts the
-pool without a `__main__` guard) is logged at WARNING with its exit status, its item is `error`, and
+pool without a `__main__` guard) is logged at WARNING with its exit status, its item is `error` (one
+that died idle, between two calls, is replaced before it gets any), and
 `MAX_DEATHS` deaths in a row stop the run with a `VerifierError`: a reward that is silently None for
 every row is worse than a stopped run. Workers ignore Ctrl-C (the parent handles it and kills them) and
 die with their parent, even while C code holds the GIL: on Linux the kernel kills a worker when the
@@ -396,6 +397,10 @@ class VerifierPool:
         return self.gold_parses - parsed
 
     def _run(self, queue: deque[_Task], results: list[Judgement | None], stop: threading.Event | None = None) -> None:
+        # Between calls nobody watches the workers: one that died meanwhile (the OOM killer between two
+        # GRPO steps) is replaced, and counted, before it is handed rows it would never see.
+        for worker in [w for w in self._pool if not w.process.is_alive()]:
+            self._retire(worker, queue, results, died=True)
         while True:
             if stop is not None and stop.is_set():
                 queue.clear()  # what the workers hold is finished; the rest is dropped

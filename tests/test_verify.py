@@ -8,8 +8,11 @@ and proves through `VerifierPool.verified` that a worker gave the verdict, not t
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
+import psutil
 import pytest
 
 from r1distill.rewards.verify import VerifierPool, fast_verdict
@@ -22,6 +25,11 @@ def _sympy_only(golds, responses) -> None:
     """Fail unless the parent's fast path leaves every pair to a worker."""
     decided = [(gold, response) for gold, response in zip(golds, responses) if fast_verdict(gold, response) is not None]
     assert not decided, f"the fast path decides {decided}: not a test of the workers"
+
+
+def _worker_pids() -> set[int]:
+    """The verifier workers alive now: children of this process's forkserver."""
+    return {worker.pid for child in psutil.Process().children() for worker in child.children() if worker.status() != psutil.STATUS_ZOMBIE}
 
 
 def test_verdicts():
@@ -63,6 +71,20 @@ def test_a_pathological_answer_times_out_and_the_replacement_worker_verifies_the
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.timeout(60)
+def test_a_worker_killed_between_calls_is_replaced_before_it_is_given_rows():
+    # Between two GRPO steps (or two filter batches) the OOM killer takes an idle worker: the next
+    # rows go to a fresh worker, none of them gets the dead one's 'error'.
+    with VerifierPool(workers=1, timeout=20) as pool:
+        assert [j.verdict for j in pool.judge(["\\frac{\\sqrt{2}}{2}"], ["\\boxed{\\frac{2}{\\sqrt{8}}}"])] == ["correct"]
+        (killed,) = _worker_pids()
+        os.kill(killed, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(killed)], timeout=10)
+        golds, responses = ["(1,3]\\cup[5,\\infty)"], ["\\boxed{[5,\\infty)\\cup(1,3]}"]
+        _sympy_only(golds, responses)
+        assert [j.verdict for j in pool.judge(golds, responses)] == ["correct"]
+        assert pool.verified == 2, "a worker gave the verdict after the kill"
+        assert killed not in _worker_pids() and len(_worker_pids()) == 1
 def test_fast_path_decides_only_what_is_certain():
     from r1distill.rewards.verify import fast_verdict
 
@@ -186,10 +208,11 @@ def test_parsing_ahead_costs_a_hostile_gold_one_budget_and_stops_when_asked():
     import threading
 
     # Math-Verify takes about 6 s on this machine to give up on 800 nested braces: the worker is killed
-    # after its budget and the next gold goes on.
+    # after its budget and the next gold goes on. The budget leaves room for the replacement's first parse
+    # (Math-Verify builds its LaTeX parser then: 0.4 s on an idle core, over 0.5 s on a busy machine).
     hostile = "{" * 800 + "1" + "}" * 800
     stop = threading.Event()
-    with VerifierPool(workers=1, timeout=0.5) as pool:
+    with VerifierPool(workers=1, timeout=2.0) as pool:
         started = time.monotonic()
         assert pool.prepare([hostile, "x^2"]) == 1
         assert time.monotonic() - started < 30
