@@ -19,7 +19,8 @@ no_gold (None: cannot verify), timeout (None), error (None: the worker died on i
 The pool must never be the thing that hangs or lingers. The parent never blocks on a worker: tasks
 reach a worker through a sender thread, so a worker stuck in SymPy with a full pipe cannot stop the
 parent from watching the clock. A worker that dies (a crash, the OOM killer, a script that starts the
-pool without a `__main__` guard) is logged at WARNING with its exit status, its item is `error`, and
+pool without a `__main__` guard) is logged at WARNING with its exit status, its item is `error` (one
+that died idle, between two calls, is replaced before it gets any), and
 `MAX_DEATHS` deaths in a row stop the run with a `VerifierError`: a reward that is silently None for
 every row is worse than a stopped run. Workers ignore Ctrl-C (the parent handles it and kills them) and
 die with their parent, even while C code holds the GIL: on Linux the kernel kills a worker when the
@@ -308,6 +309,9 @@ class VerifierPool:
         self.timeouts = 0
         self.gold_parses = 0
         """Gold answers the workers parsed (a gold whose parse was already known is not counted)."""
+        self.verified = 0
+        """Rows a worker gave its verdict (rows the fast path or a repeat settled, timeouts and errors not
+        counted): how much of the work needed SymPy at all."""
 
     def __enter__(self) -> VerifierPool:
         self._pool = [self._start() for _ in range(self.workers)]
@@ -345,6 +349,7 @@ class VerifierPool:
         and a pair seen earlier in the call is verified once and shares that verdict."""
         results: list[Judgement | None] = [None] * len(golds)
         queue: deque[_Task] = deque()
+        verified = self.verified
         # The samples of one prompt often state the same answer in the same words: Math-Verify reads
         # nothing but the pair, so a repeat takes the first one's verdict (a timeout too: it would
         # only cost another full budget) instead of a second round of SymPy.
@@ -372,6 +377,7 @@ class VerifierPool:
         for row, source in repeats:
             results[row] = results[source]
             self.timeouts += results[row] is TIMEOUT
+        log.debug("%d of %d rows needed Math-Verify, %d repeated an earlier pair", self.verified - verified, len(golds), len(repeats))
         return results  # type: ignore[return-value]
 
     def prepare(self, golds: Iterable[str | None], stop: threading.Event | None = None) -> int:
@@ -391,6 +397,10 @@ class VerifierPool:
         return self.gold_parses - parsed
 
     def _run(self, queue: deque[_Task], results: list[Judgement | None], stop: threading.Event | None = None) -> None:
+        # Between calls nobody watches the workers: one that died meanwhile (the OOM killer between two
+        # GRPO steps) is replaced, and counted, before it is handed rows it would never see.
+        for worker in [w for w in self._pool if not w.process.is_alive()]:
+            self._retire(worker, queue, results, died=True)
         while True:
             if stop is not None and stop.is_set():
                 queue.clear()  # what the workers hold is finished; the rest is dropped
@@ -428,6 +438,7 @@ class VerifierPool:
                         self._remember(task.gold, verdict)
                 else:
                     results[task.rows[index]] = Judgement(*verdict)
+                    self.verified += 1
                     worker.next_item = index + 1
                 if worker.next_item == len(task.rows):
                     worker.tasks.popleft()

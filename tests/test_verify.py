@@ -1,37 +1,90 @@
-"""Math accuracy in killable worker processes: verdicts, the string fast path, and timeouts."""
+"""Math accuracy in killable worker processes: verdicts, the string fast path, and timeouts.
+
+A test about the workers uses answers only SymPy can decide (`fast_verdict` is None for each, checked)
+and proves through `VerifierPool.verified` that a worker gave the verdict, not the parent.
+
+    PYTHONPATH=.. python -m pytest -q tests/test_verify.py
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
+import psutil
 import pytest
 
-from r1distill.rewards.verify import VerifierPool
+from r1distill.rewards.verify import VerifierPool, fast_verdict
+
+# Math-Verify evaluates this power in C with the GIL held: only killing its worker stops it.
+STUCK = "\\boxed{9^{9^{9^{9}}}}"
+
+
+def _sympy_only(golds, responses) -> None:
+    """Fail unless the parent's fast path leaves every pair to a worker."""
+    decided = [(gold, response) for gold, response in zip(golds, responses) if fast_verdict(gold, response) is not None]
+    assert not decided, f"the fast path decides {decided}: not a test of the workers"
+
+
+def _worker_pids() -> set[int]:
+    """The verifier workers alive now: children of this process's forkserver."""
+    return {worker.pid for child in psutil.Process().children() for worker in child.children() if worker.status() != psutil.STATUS_ZOMBIE}
 
 
 def test_verdicts():
-    golds = ["\\frac{1}{2}", "\\frac{1}{2}", "12", "12", None, "\\"]
-    responses = ["So \\boxed{0.5}.", "The answer is \\boxed{\\frac{1}{3}}.", "\\boxed{12}", "I do not know.", "\\boxed{3}", "\\boxed{3}"]
+    # Equal only as expressions, intervals, sets, matrices: no text or number comparison settles them.
+    golds = ["\\frac{\\sqrt{2}}{2}", "\\frac{\\sqrt{2}}{2}", "(1,3]\\cup[5,\\infty)", "(1,3]\\cup[5,\\infty)", "\\{1, 2\\}",
+             "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "x^2", "\\"]
+    responses = ["So \\boxed{\\frac{2}{\\sqrt{8}}}.", "So \\boxed{\\frac{2}{\\sqrt{2}}}.", "\\boxed{[5,\\infty)\\cup(1,3]}",
+                 "\\boxed{(1,3)\\cup[5,\\infty)}", "\\boxed{\\{2,1\\}}", "\\boxed{\\begin{pmatrix} 1 \\\\ 3 \\end{pmatrix}}",
+                 "I do not know.", "\\boxed{3}"]
+    _sympy_only(golds, responses)
     with VerifierPool(workers=2, timeout=10) as pool:
-        verdicts = [j.verdict for j in pool.judge(golds, responses)]
-        scores = [j.score for j in pool.judge(golds, responses)]
-    assert verdicts == ["correct", "incorrect", "correct", "no_answer", "no_gold", "gold_unparseable"]
-    assert scores == [1.0, 0.0, 1.0, 0.0, None, None]
+        judgements = pool.judge(golds + [None], responses + ["\\boxed{3}"])
+        assert pool.verified == len(golds), "every row but the one without a gold was a worker's verdict"
+    assert [j.verdict for j in judgements] == ["correct", "incorrect", "correct", "incorrect", "correct", "incorrect", "no_answer",
+                                               "gold_unparseable", "no_gold"]
+    assert [j.score for j in judgements] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, None, None]
 
 
-def test_a_pathological_answer_times_out_and_the_rest_goes_on():
-    golds = ["1", "1", "7", "7"]
-    responses = ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{1}", "\\boxed{7.0}", "\\boxed{8}"]
+def test_what_the_fast_path_settles_never_reaches_a_worker():
+    with VerifierPool(workers=1, timeout=10) as pool:
+        verdicts = [j.verdict for j in pool.judge(["\\frac{1}{2}", "12", "12"], ["So \\boxed{0.5}.", "\\boxed{12}", "\\boxed{13}"])]
+        assert pool.verified == 0
+    assert verdicts == ["correct", "correct", "incorrect"]
+
+
+def test_a_pathological_answer_times_out_and_the_replacement_worker_verifies_the_rest():
+    golds = ["1", "\\{1, 2\\}", "x^2 + 2x + 1", "x^2 + 2x + 1"]
+    responses = [STUCK, "\\boxed{\\{2,1\\}}", "\\boxed{(x+1)^2}", "\\boxed{(x-1)^2}"]
+    _sympy_only(golds, responses)
     started = time.monotonic()
-    with VerifierPool(workers=1, timeout=1.0) as pool:
+    # A budget that a fresh worker's first parse (Math-Verify builds its LaTeX parser then) meets on a busy machine.
+    with VerifierPool(workers=1, timeout=3.0) as pool:
         verdicts = [j.verdict for j in pool.judge(golds, responses)]
-        again = [j.verdict for j in pool.judge(["2"], ["\\boxed{2.0}"])]
-        assert pool.timeouts == 1
+        assert (pool.timeouts, pool.verified) == (1, 3), "one worker killed, its replacement gave the other verdicts"
+        again = [j.verdict for j in pool.judge(["y = 2x + 3"], ["\\boxed{y = 3 + 2x}"])]
+        assert pool.verified == 4, "the replacement worker keeps working"
     assert verdicts == ["timeout", "correct", "correct", "incorrect"]
-    assert again == ["correct"], "the replacement worker keeps working"
+    assert again == ["correct"]
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.timeout(60)
+def test_a_worker_killed_between_calls_is_replaced_before_it_is_given_rows():
+    # Between two GRPO steps (or two filter batches) the OOM killer takes an idle worker: the next
+    # rows go to a fresh worker, none of them gets the dead one's 'error'.
+    with VerifierPool(workers=1, timeout=20) as pool:
+        assert [j.verdict for j in pool.judge(["\\frac{\\sqrt{2}}{2}"], ["\\boxed{\\frac{2}{\\sqrt{8}}}"])] == ["correct"]
+        (killed,) = _worker_pids()
+        os.kill(killed, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(killed)], timeout=10)
+        golds, responses = ["(1,3]\\cup[5,\\infty)"], ["\\boxed{[5,\\infty)\\cup(1,3]}"]
+        _sympy_only(golds, responses)
+        assert [j.verdict for j in pool.judge(golds, responses)] == ["correct"]
+        assert pool.verified == 2, "a worker gave the verdict after the kill"
+        assert killed not in _worker_pids() and len(_worker_pids()) == 1
 def test_fast_path_decides_only_what_is_certain():
     from r1distill.rewards.verify import fast_verdict
 
@@ -49,31 +102,26 @@ def test_trl_style_accuracy_reward_scores_plain_and_conversational_completions()
     with rule("accuracy", workers=1, timeout=5) as reward:
         completions = [
             "<think>\n2+2\n</think>\n\nSo \\boxed{4}.",
-            [{"role": "assistant", "content": "<think>\nhmm\n</think>\n\n\\boxed{\\frac{8}{2}}"}],
+            # Equal to the gold only as expressions: a worker's verdict.
+            [{"role": "assistant", "content": "<think>\nhmm\n</think>\n\n\\boxed{\\frac{8}{\\sqrt{4}}}"}],
             "<think>\n\\boxed{4} is tempting\n</think>\n\nNo: \\boxed{5}.",
             "no answer at all",
         ]
+        _sympy_only(["4"], [completions[1][0]["content"]])
         assert reward(completions, answer=["4", "4", "4", None], trainer_state=None) == [1.0, 1.0, 0.0, None]
         assert reward.__name__ == "accuracy_reward"
 
 
-def test_a_pair_repeated_in_one_call_reaches_the_workers_once(monkeypatch):
-    sent = []
-    assign = VerifierPool._assign
-
-    def counting(pool, worker, task):
-        sent.extend((task.gold, response) for response in task.responses)
-        assign(pool, worker, task)
-
-    monkeypatch.setattr(VerifierPool, "_assign", counting)
+def test_a_pair_repeated_in_one_call_reaches_the_workers_once():
     # Only SymPy can tell that x * x is x^2 and x + x is not: the fast path leaves every row to a worker.
     # A GRPO group of 8 states two answers four times each; then a repeated answer against another gold.
     golds = ["x^2"] * 8 + ["2x"] * 2
     responses = ["The answer is \\boxed{x \\cdot x}.", "So \\boxed{x + x}."] * 5
+    _sympy_only(golds, responses)
     with VerifierPool(workers=2, timeout=10) as pool:
         verdicts = [j.verdict for j in pool.judge(golds, responses)]
+        assert pool.verified == len(set(zip(golds, responses))), "each (gold, response) pair verified once"
     assert verdicts == ["correct", "incorrect"] * 4 + ["incorrect", "correct"]
-    assert sorted(sent) == sorted(set(zip(golds, responses))), "each (gold, response) pair verified once"
 
 
 @pytest.mark.timeout(60)
@@ -82,6 +130,7 @@ def test_a_hostile_answer_repeated_by_a_whole_group_costs_one_timeout():
     with VerifierPool(workers=1, timeout=3.0) as pool:
         verdicts = [j.verdict for j in pool.judge(["1"] * 8 + ["x^2"], ["\\boxed{9^{9^{9^{9}}}}"] * 8 + ["\\boxed{x \\cdot x}"])]
         assert pool.timeouts == 8, "every row that gets the verdict counts"
+        assert pool.verified == 1, "the last row's verdict is a worker's"
     assert verdicts == ["timeout"] * 8 + ["correct"], "the replacement worker verifies the rest"
     assert time.monotonic() - started < 15, "one budget of 3 s, not eight"
 
@@ -128,8 +177,10 @@ SYMPY_ONLY = [
 
 def test_a_gold_parsed_ahead_or_by_another_worker_gives_the_verdicts_of_a_fresh_parse():
     golds, responses = [g for g, _ in SYMPY_ONLY], [r for _, r in SYMPY_ONLY]
+    _sympy_only(golds, responses)
     with VerifierPool(workers=2, timeout=20) as fresh:
         expected = [j.verdict for j in fresh.judge(golds, responses)]
+        assert fresh.verified == len(SYMPY_ONLY)
     assert {"correct", "incorrect"} == set(expected)
     with VerifierPool(workers=2, timeout=20) as pool:
         distinct = len(set(golds))
@@ -149,7 +200,7 @@ def test_a_gold_parsed_in_one_call_serves_every_worker_in_the_next():
         # Three tasks (the x^2 rows are not adjacent), spread over both workers: only x^3 is new.
         verdicts = [j.verdict for j in pool.judge(["x^2", "x^3", "x^2"], ["\\boxed{x + x}", "\\boxed{x \\cdot x^2}", "\\boxed{x^{2} + 0}"])]
         assert verdicts == ["incorrect", "correct", "correct"]
-        assert pool.gold_parses == 2
+        assert pool.gold_parses == 2 and pool.verified == 4
 
 
 @pytest.mark.timeout(90)
@@ -157,10 +208,11 @@ def test_parsing_ahead_costs_a_hostile_gold_one_budget_and_stops_when_asked():
     import threading
 
     # Math-Verify takes about 6 s on this machine to give up on 800 nested braces: the worker is killed
-    # after its budget and the next gold goes on.
+    # after its budget and the next gold goes on. The budget leaves room for the replacement's first parse
+    # (Math-Verify builds its LaTeX parser then: 0.4 s on an idle core, over 0.5 s on a busy machine).
     hostile = "{" * 800 + "1" + "}" * 800
     stop = threading.Event()
-    with VerifierPool(workers=1, timeout=0.5) as pool:
+    with VerifierPool(workers=1, timeout=2.0) as pool:
         started = time.monotonic()
         assert pool.prepare([hostile, "x^2"]) == 1
         assert time.monotonic() - started < 30

@@ -29,8 +29,13 @@ STUCK = "\\boxed{9^{9^{9^{9}}}}"
 # Only SymPy can tell that x * x is x^2: the fast path leaves it to a worker.
 SYMPY = "\\boxed{x \\cdot x}"
 # About 20,000 characters, the most of a response the verifier reads: 64 of them (1.3 MB) are far
-# more than a pipe or socket buffer holds (64 KiB to 208 KiB).
+# more than a pipe or socket buffer holds (64 KiB to 208 KiB). Numbered, so that no two are the same
+# pair (a repeated pair is verified once, and would not travel).
 LONG = "Some words of reasoning, no mathematics. " * 490 + SYMPY
+
+
+def _long(number: int) -> str:
+    return f"Attempt {number}. {LONG[-19_900:]}"
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
@@ -107,12 +112,12 @@ def _stuck_parent(tmp_path: Path) -> tuple[subprocess.Popen, list[psutil.Process
 def test_a_stuck_worker_with_a_full_pipe_times_out_and_the_rest_is_verified():
     # The second task (64 long answers, one gold) cannot fit in the pipe of the worker stuck on the
     # first: a parent that blocked sending it would never reach the timeout.
-    golds, responses = ["1"] + ["x^2"] * 64, [STUCK] + [LONG] * 64
+    golds, responses = ["1"] + ["x^2"] * 64, [STUCK] + [_long(i) for i in range(64)]
     assert sum(map(len, responses)) > 1 << 20
     started = time.monotonic()
-    with VerifierPool(workers=1, timeout=1.0) as pool:
+    with VerifierPool(workers=1, timeout=3.0) as pool:
         verdicts = [j.verdict for j in pool.judge(golds, responses)]
-        assert pool.timeouts == 1
+        assert (pool.timeouts, pool.verified) == (1, 64), "every long answer went to the replacement worker"
     assert verdicts == ["timeout"] + ["correct"] * 64
     assert time.monotonic() - started < 20
 
@@ -138,8 +143,9 @@ def test_a_worker_killed_from_outside_is_an_error_and_the_rest_is_verified(caplo
         started = time.monotonic()
         judgements = pool.judge(golds, responses)
         elapsed = time.monotonic() - started
-        again = [j.verdict for j in pool.judge(["x^2"], [SYMPY])]
-        assert pool.timeouts == 0
+        again = [j.verdict for j in pool.judge(["(1,3]\\cup[5,\\infty)"], ["\\boxed{[5,\\infty)\\cup(1,3]}"])]
+        # The first call's row, the three distinct pairs left of the killed task, the last call's row.
+        assert (pool.timeouts, pool.verified) == (0, 5), "workers gave every verdict but the killed one"
     killer.join()
     assert len(killed) == 1
     assert [j.verdict for j in judgements] == ["error", "correct", "incorrect", "correct", "incorrect", "correct"]
