@@ -38,6 +38,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -69,6 +70,10 @@ NO_GOLD = Judgement(None, "no_gold")
 TIMEOUT = Judgement(None, "timeout")
 ERROR = Judgement(None, "error")
 
+MAX_NUMBER_CHARS = 600
+"""Longest number (in characters) the fast path converts: Python refuses to turn a string of more than
+`sys.get_int_max_str_digits()` digits into an int (4,300 by default, never under 640), and the
+conversion costs quadratic time. A longer number goes to Math-Verify in a worker, whose time is bounded."""
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 _SIMPLE_FRACTION = re.compile(r"([+-]?)\\[dt]?frac\{(\d+)\}\{(\d+)\}")
@@ -81,8 +86,12 @@ def exact_number(text: str) -> Fraction | None:
     (Fraction(3, 4), Fraction(-5, 2), Fraction(1000, 1))
     >>> exact_number("x+1") is None
     True
+    >>> exact_number("9" * 5_000) is None  # too long to convert safely: Math-Verify decides
+    True
     """
     text = "".join(text.split()).strip("$")
+    if len(text) > MAX_NUMBER_CHARS:
+        return None
     if _THOUSANDS.fullmatch(text):
         text = text.replace(",", "")
     if _PLAIN_NUMBER.fullmatch(text):
@@ -186,6 +195,10 @@ def _pickle(parsed: list) -> bytes | None:
 def _worker(conn: Connection) -> None:
     """Verify (gold, responses) tasks sent over `conn`, one reply per item, until the parent goes."""
     _die_with_parent()
+    if hasattr(sys, "set_int_max_str_digits"):  # Python before 3.10.7 has no such limit
+        # Numbers too long for the parent's fast path end up here (an answer of 5,000 digits): SymPy
+        # converts them like any other, and the parent's clock bounds what that may cost.
+        sys.set_int_max_str_digits(0)
     import math_verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
