@@ -27,7 +27,7 @@ forkserver exits, and the forkserver exits when the parent does.
 
 The prediction is what Math-Verify extracts from the response (`text.answer_region`: the text after
 the thinking), the same call a plain `math_verify.parse(response)` makes, so verdicts match a naive row-by-row loop; only the
-last `MAX_RESPONSE_CHARS` of a response are read, which bounds the cost of megabyte-long answers.
+last `text.ANSWER_CHARS` of a response are read, which bounds the cost of megabyte-long answers.
 """
 
 from __future__ import annotations
@@ -50,11 +50,10 @@ from queue import SimpleQueue
 
 from r1distill import processes
 from r1distill.errors import StageError
-from r1distill.rewards.text import Judgement, extract_final_answer, normalize_answer
+from r1distill.rewards.text import ANSWER_CHARS, Judgement, extract_final_answer, normalize_answer
 
 log = logging.getLogger(__name__)
 
-MAX_RESPONSE_CHARS = 20_000
 PIPELINE = 2
 GOLD_CACHE = 100_000
 """Parsed gold answers the pool keeps (pickles of a few hundred bytes each), the oldest dropped first."""
@@ -367,7 +366,7 @@ class VerifierPool:
             if gold is None or not str(gold).strip():
                 results[row] = NO_GOLD
                 continue
-            gold, response = str(gold), (response or "")[-MAX_RESPONSE_CHARS:]
+            gold, response = str(gold), (response or "")[-ANSWER_CHARS:]
             verdict = fast_verdict(gold, response)
             if verdict is not None:
                 results[row] = verdict
