@@ -2,8 +2,8 @@
 
 A source is a `.jsonl`, `.json`, `.parquet` or `.csv` file, a folder of Parquet shards, a folder
 written by `datasets.Dataset.save_to_disk`, or a Hugging Face Hub dataset id. Problems a user can fix
-(a missing file, an unknown format, a missing column, an empty table, a non-string problem, duplicate
-ids) raise `UsageError` with one line that names the source, the column and the first bad row, before
+(a missing file, an unknown format, a missing column, an empty table, a column of the wrong type
+(`check_columns`), duplicate ids) raise `UsageError` with one line that names the source, the column and the first bad row, before
 any stage writes anything.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -218,3 +220,39 @@ def _optional(frame: pl.DataFrame, column: str | None, default: str, option: str
         return default if default in frame.columns else None
     _require(frame, column, option, source, available)
     return column
+
+
+@dataclass(frozen=True)
+class ColumnKind:
+    """What a column may hold, said in an error as "must hold <holds>"."""
+
+    holds: str
+    accepts: Callable[[pl.DataType], bool]
+
+
+def _is_messages(dtype: pl.DataType) -> bool:
+    inner = dtype.inner if isinstance(dtype, pl.List) else None
+    return isinstance(inner, pl.Struct) and {f.name: f.dtype for f in inner.fields} == {"role": pl.String, "content": pl.String}
+
+
+# An all-null column (JSON nulls) is of type Null, and fits every kind.
+TEXT = ColumnKind("text", lambda t: t in (pl.String, pl.Null))
+NUMBER = ColumnKind("numbers", lambda t: t.is_numeric() or t == pl.Null)
+VALUE = ColumnKind("text or numbers, one plain value per row (not a list or a record)", lambda t: t in (pl.String, pl.Null) or t.is_numeric())
+PROMPT = ColumnKind("text or a list of {role, content} messages", lambda t: t in (pl.String, pl.Null) or _is_messages(t))
+
+
+def check_columns(schema: Mapping[str, pl.DataType], kinds: Mapping[str, ColumnKind], source: str | Path) -> None:
+    """Raise one UsageError for the first column of `kinds` in `schema` whose type is not its kind;
+    columns `schema` lacks are not checked (whether a column must exist is the caller's business).
+
+    >>> check_columns({"answer": pl.List(pl.String)}, {"answer": VALUE}, "t.jsonl")
+    Traceback (most recent call last):
+    r1distill.errors.UsageError: t.jsonl: column 'answer' holds List(String); it must hold text or numbers, one plain value per row (not a list or a record): convert the column, or rename it if it is not meant as 'answer'
+    """
+    for name, kind in kinds.items():
+        if name in schema and not kind.accepts(schema[name]):
+            raise UsageError(
+                f"{source}: column '{name}' holds {schema[name]}; it must hold {kind.holds}: convert the column, "
+                f"or rename it if it is not meant as '{name}'"
+            )

@@ -153,6 +153,21 @@ def remove_temps(folder: Path, name: str) -> int:
     return removed
 
 
+def output_problem(output: str | Path) -> str | None:
+    """Why the file or folder `output` (-o) cannot be created, or None; stages check it before any work.
+
+    The nearest folder above it that exists must be a folder, not a file (`-o afile/out`), and one this
+    user may write to; the stage checks what `output` itself may already be.
+    """
+    path = Path(output).absolute()
+    above = next(parent for parent in path.parents if parent.exists())
+    if not above.is_dir():
+        return f"-o {output}: {above} is a file, not a folder; choose a path whose parents are folders"
+    if not os.access(above, os.W_OK):
+        return f"-o {output}: {above} is not writable (read-only or not yours); choose another folder"
+    return None
+
+
 def _not_regular(path: Path) -> str:
     return f"{path}: is a symbolic link or not a regular file; r1distill never writes through one (remove it and run again)"
 

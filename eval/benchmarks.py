@@ -26,7 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
-from r1distill.data import prompt_table, read_table
+from r1distill.data import NUMBER, TEXT, VALUE, check_columns, prompt_table, read_table
 from r1distill.errors import UsageError, first_line
 from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, stable_id
 
@@ -149,6 +149,8 @@ def load_completions(cfg) -> pl.DataFrame:
         )
     if frame.height == 0:
         raise UsageError(f"{source}: the table is empty; give completions to score")
+    kinds = {problem: TEXT, answer: VALUE, "completion": TEXT, "finish_reason": TEXT, "completion_tokens": NUMBER, "sample": NUMBER}
+    check_columns(frame.schema, kinds | {PROMPT_ID: VALUE, "model": VALUE}, source)
     frame = frame.rename({problem: PROBLEM, answer: ANSWER} if problem != answer else {problem: PROBLEM})
     if frame[ANSWER].cast(pl.String).str.strip_chars().fill_null("").eq("").all():
         raise UsageError(f"{source}: column '{answer}' holds no gold answers; name the column that does with --answer-column")

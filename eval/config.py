@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import files
 from r1distill.errors import UsageError
 from r1distill.eval.benchmarks import BENCHMARKS
 from r1distill.generate.config import GenerateConfig, GenerationSettings
@@ -112,7 +113,9 @@ class EvalConfig(GenerationSettings):
             except UsageError as err:
                 problems.append(str(err))
         out = Path(self.output)
-        if out.exists() and not out.is_dir():
+        if placed := files.output_problem(out):
+            problems.append(placed)
+        elif out.exists() and not out.is_dir():
             problems.append(f"-o {self.output}: exists and is not a folder")
         elif out.is_dir() and any(out.iterdir()) and not (out / RESULTS).exists() and not (out / GENERATIONS).exists():
             problems.append(f"-o {self.output}: holds something other than an eval; choose a new folder")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -39,9 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from r1distill.console import RowProgress, summary_table
-from r1distill.data import read_table
+from r1distill.data import NUMBER, PROMPT, TEXT, VALUE, check_columns, read_table
 from r1distill.errors import UsageError, first_line
-from r1distill import rewards
+from r1distill import files, rewards
 from r1distill.filter.card import PASSING, dataset_card, funnel_stats
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
@@ -61,7 +60,12 @@ CHECKS = rewards.RULES
 KEEP_POLICIES = ("all", "first", "shortest")
 NO_THINK_STYLES = ("none", "empty")
 DEDUP_MODES = ("none", "exact", "near")
-INPUT_COLUMNS = ("id", "prompt_id", "sample", "problem", "answer", "prompt", "completion", "reasoning", "response", "finish_reason", "completion_tokens", "source")
+INPUT_KINDS = {
+    "id": VALUE, "prompt_id": VALUE, "sample": NUMBER, "problem": TEXT, "answer": VALUE, "prompt": PROMPT, "completion": TEXT,
+    "reasoning": TEXT, "response": TEXT, "finish_reason": TEXT, "completion_tokens": NUMBER, "source": TEXT,
+}
+"""The input columns filter reads, and what each may hold (`data.check_columns`)."""
+INPUT_COLUMNS = tuple(INPUT_KINDS)
 
 @dataclass
 class FilterConfig:
@@ -145,9 +149,8 @@ class FilterConfig:
         unknown = [c for c in self.checks if c not in CHECKS]
         if unknown:
             problems.append(f"--check {unknown[0]!r} is unknown; use {', '.join(CHECKS)}")
-        writable = next(parent for parent in (Path(self.output).absolute(), *Path(self.output).absolute().parents) if parent.exists())
-        if not os.access(writable, os.W_OK):
-            problems.append(f"-o {self.output}: {writable} is not writable (read-only or not yours); choose another folder")
+        if placed := files.output_problem(self.output):
+            problems.append(placed)
         if self.accuracy not in rewards.ACCURACY_MODES:
             problems.append(f"--accuracy must be one of {', '.join(rewards.ACCURACY_MODES)}, got {self.accuracy!r}")
         try:
@@ -317,9 +320,9 @@ def _open(source: str, extra_columns: tuple[str, ...] = ()) -> _Source:
     opened.columns += [c for c in extra_columns if c not in opened.columns]
     if opened.count() == 0:
         raise UsageError(f"{source}: the table is empty")
-    for name in ("problem", "completion"):
-        if not pa.types.is_string(opened.schema.field(name).type) and not pa.types.is_large_string(opened.schema.field(name).type):
-            raise UsageError(f"{source}: column '{name}' must hold text, it holds {opened.schema.field(name).type}")
+    kinds = INPUT_KINDS | {name: TEXT for name in extra_columns}
+    read = pa.schema([opened.schema.field(name) for name in kinds if name in opened.schema.names])
+    check_columns(pl.from_arrow(read.empty_table()).schema, kinds, source)
     return opened
 
 

@@ -255,8 +255,33 @@ class FilterOutput:
     hints: list[str]
 
 
+_WHOLE, _COUNTS = (int, "a whole number"), ((dict, int), "an object of counts")
+# What each stats.json key that filter writes (filter/card.py funnel_stats) holds: (shape, said as); a
+# shape is a type or (container, what it holds).
+_FILTER_STATS = {
+    "rows_in": _WHOLE, "generation_errors": _WHOLE, "prompts_in": _WHOLE, "prompts_kept": _WHOLE, "dropped": _COUNTS, "kept": _COUNTS,
+    "verdicts": ((dict, (dict, int)), "an object of counts per check"), "pass_rate_histogram": _COUNTS,
+    "contaminated_by_benchmark": _COUNTS, "kept_by_source": _COUNTS, "hints": ((list, str), "a list of texts"),
+}
+
+
+def _fits(value: object, shape) -> bool:
+    if isinstance(shape, tuple):
+        container, inner = shape
+        items = value.values() if isinstance(value, dict) else value
+        return isinstance(value, container) and all(_fits(item, inner) for item in items)
+    return isinstance(value, shape) and not (shape is int and isinstance(value, bool))
+
+
 def read_filter(folder: Path) -> FilterOutput:
-    stats = _json(folder / "stats.json")
+    path = folder / "stats.json"
+    stats = _json(path)
+    for key, (shape, said) in _FILTER_STATS.items():
+        if key in stats and not _fits(stats[key], shape):
+            raise UsageError(
+                f"{path}: '{key}' must be {said}, it is {json.dumps(stats[key])[:60]}; "
+                "rerun `r1distill filter` to write it again, or leave this folder out of the report"
+            )
     kept = stats.get("kept", {})
     return FilterOutput(
         folder.resolve().name, folder, stats.get("rows_in", 0), stats.get("generation_errors", 0), stats.get("prompts_in", 0),

@@ -26,13 +26,15 @@ from r1distill.rewards.verify import CORRECT, GOLD_UNPARSEABLE, INCORRECT, NO_AN
 
 ACCURACY_MODES = ("math", "choice", "exact")
 
-_LETTER = re.compile(r"[\s(\[{*]*([A-Ja-j])[\s)\]}*.:]*")
+_LETTER = re.compile(r"[\s(\[{*]*([A-Ja-j])[\s)\]}*.:]*")  # only ever fullmatched: linear
 # "The answer is (C)", "Answer: C", "**Answer:** C", "correct option is B"; a bare letter must be a
-# capital standing alone, so "the answer is a prime" does not read as choice A.
+# capital standing alone, so "the answer is a prime" does not read as choice A. Every run of
+# whitespace follows a token that is not whitespace, so no two repeats compete for the same spaces:
+# "answer" and 100,000 spaces cost linear time, not cubic ("is" needs a space before it: the lookbehind).
 _CHOICE_PHRASE = re.compile(
-    r"(?i:answer|option|choice)(?:\s+is)?\s*[:：]?\s*(?:\*\*)?\s*(?:\(([A-Ja-j])\)|([A-J])(?![A-Za-z0-9]))"
+    r"(?i:answer|option|choice)\s*(?:(?<=\s)is\s*)?(?:[:：]\s*)?(?:\*\*\s*)?(?:\(([A-Ja-j])\)|([A-J])(?![A-Za-z0-9]))"
 )
-_ANSWER_LABEL = re.compile(r"^(?:\*\*)?(?:final\s+)?answer(?:\s+is)?\s*[:：]?\s*(?:\*\*)?\s*", re.IGNORECASE)
+_ANSWER_LABEL = re.compile(r"^(?:\*\*)?(?:final\s+)?answer\s*(?:(?<=\s)is\s*)?(?:[:：]\s*)?(?:\*\*\s*)?", re.IGNORECASE)
 
 
 def _has_gold(gold: Any) -> bool:

@@ -124,9 +124,11 @@ def _arithmetic(region: str, gold: Any) -> Judgement:
     if stated is None:
         return NO_ANSWER
     stated = "".join(stated.split()).strip("$").replace(",", "")
-    if len(stated) > MAX_ANSWER_DIGITS + 1 or not _INTEGER.fullmatch(stated):
+    gold = str(gold).strip()
+    # A gold longer than any answer that counts equals none of them; int() would refuse it past 4,300 digits.
+    if len(stated) > MAX_ANSWER_DIGITS + 1 or not _INTEGER.fullmatch(stated) or len(gold) > MAX_ANSWER_DIGITS + 1:
         return Judgement(0.0, "incorrect")
-    return CORRECT if int(stated) == int(str(gold).strip()) else Judgement(0.0, "incorrect")
+    return CORRECT if int(stated) == int(gold) else Judgement(0.0, "incorrect")
 
 
 def judge_arithmetic(completions: list, *, answer: list | None = None, finish_reason: list | None = None) -> list[Judgement]:

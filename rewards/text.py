@@ -8,7 +8,7 @@ Every reward reads completions through these functions, so "where is the answer"
   one explicitly (`\\boxed{}` or `<answer>`): the last number of a half-written response (a list item
   "4.") is not an answer.
 Linear time on hostile inputs (a megabyte of braces, a loop of unclosed tags): no regex backtracking,
-no recursion.
+no recursion; and the answer is looked for in the last `ANSWER_CHARS` of a response only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from r1distill.schema import FINISH_LENGTH, split_reasoning
+
+ANSWER_CHARS = 20_000
+"""Characters at the end of a response that an answer is read from (about 5,000 tokens, far more than
+R1's answer sections take). The answer is stated last, and the bound keeps the cost of every pattern
+and of Math-Verify per row constant: a degenerate trace of megabytes of whitespace or repeated
+keywords costs what 20,000 characters cost, in the parent process of filter, rl and eval."""
 
 
 class Judgement(NamedTuple):
@@ -129,9 +135,9 @@ def extract_final_answer(response: str) -> str | None:
 def answer_region(completion: str, finish_reason: str | None = None) -> str:
     r"""The part of a completion an answer may be read from ("" when it has none).
 
-    That is the response after the thinking. A completion whose thinking never closes has none,
-    whatever the thinking says; a response cut off by the token limit has one only if it states its
-    answer explicitly (boxed or `<answer>`).
+    That is the last `ANSWER_CHARS` of the response after the thinking. A completion whose thinking
+    never closes has none, whatever the thinking says; a response cut off by the token limit has one
+    only if it states its answer explicitly (boxed or `<answer>`).
 
     >>> answer_region("<think>\nit is \\boxed{4}")  # thinking only: no answer
     ''
@@ -140,7 +146,7 @@ def answer_region(completion: str, finish_reason: str | None = None) -> str:
     >>> answer_region("<think>\nhm\n</think>\n\nSo \\boxed{4}. Also", finish_reason="length")
     'So \\boxed{4}. Also'
     """
-    response = split_thinking(completion)[1]
+    response = split_thinking(completion)[1][-ANSWER_CHARS:]
     if finish_reason == FINISH_LENGTH and extract_final_answer(response) is None:
         return ""
     return response

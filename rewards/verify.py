@@ -28,7 +28,7 @@ forkserver exits, and the forkserver exits when the parent does.
 
 The prediction is what Math-Verify extracts from the response (`text.answer_region`: the text after
 the thinking), the same call a plain `math_verify.parse(response)` makes, so verdicts match a naive row-by-row loop; only the
-last `MAX_RESPONSE_CHARS` of a response are read, which bounds the cost of megabyte-long answers.
+last `text.ANSWER_CHARS` of a response are read, which bounds the cost of megabyte-long answers.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -50,11 +51,10 @@ from queue import SimpleQueue
 
 from r1distill import processes
 from r1distill.errors import StageError
-from r1distill.rewards.text import Judgement, extract_final_answer, normalize_answer
+from r1distill.rewards.text import ANSWER_CHARS, Judgement, extract_final_answer, normalize_answer
 
 log = logging.getLogger(__name__)
 
-MAX_RESPONSE_CHARS = 20_000
 PIPELINE = 2
 GOLD_CACHE = 100_000
 """Parsed gold answers the pool keeps (pickles of a few hundred bytes each), the oldest dropped first."""
@@ -70,6 +70,10 @@ NO_GOLD = Judgement(None, "no_gold")
 TIMEOUT = Judgement(None, "timeout")
 ERROR = Judgement(None, "error")
 
+MAX_NUMBER_CHARS = 600
+"""Longest number (in characters) the fast path converts: Python refuses to turn a string of more than
+`sys.get_int_max_str_digits()` digits into an int (4,300 by default, never under 640), and the
+conversion costs quadratic time. A longer number goes to Math-Verify in a worker, whose time is bounded."""
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 _SIMPLE_FRACTION = re.compile(r"([+-]?)\\[dt]?frac\{(\d+)\}\{(\d+)\}")
@@ -82,8 +86,12 @@ def exact_number(text: str) -> Fraction | None:
     (Fraction(3, 4), Fraction(-5, 2), Fraction(1000, 1))
     >>> exact_number("x+1") is None
     True
+    >>> exact_number("9" * 5_000) is None  # too long to convert safely: Math-Verify decides
+    True
     """
     text = "".join(text.split()).strip("$")
+    if len(text) > MAX_NUMBER_CHARS:
+        return None
     if _THOUSANDS.fullmatch(text):
         text = text.replace(",", "")
     if _PLAIN_NUMBER.fullmatch(text):
@@ -187,6 +195,10 @@ def _pickle(parsed: list) -> bytes | None:
 def _worker(conn: Connection) -> None:
     """Verify (gold, responses) tasks sent over `conn`, one reply per item, until the parent goes."""
     _die_with_parent()
+    if hasattr(sys, "set_int_max_str_digits"):  # Python before 3.10.7 has no such limit
+        # Numbers too long for the parent's fast path end up here (an answer of 5,000 digits): SymPy
+        # converts them like any other, and the parent's clock bounds what that may cost.
+        sys.set_int_max_str_digits(0)
     import math_verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -359,7 +371,7 @@ class VerifierPool:
             if gold is None or not str(gold).strip():
                 results[row] = NO_GOLD
                 continue
-            gold, response = str(gold), (response or "")[-MAX_RESPONSE_CHARS:]
+            gold, response = str(gold), (response or "")[-ANSWER_CHARS:]
             verdict = fast_verdict(gold, response)
             if verdict is not None:
                 results[row] = verdict

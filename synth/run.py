@@ -66,6 +66,8 @@ class SynthConfig:
             problems.append(f"--difficulty must be in [1, 20], got {self.difficulty}")
         if Path(self.output).suffix not in (".jsonl", ".parquet"):
             problems.append(f"-o {self.output}: use a .jsonl or .parquet file")
+        elif placed := files.output_problem(self.output):
+            problems.append(placed)
         if problems:
             raise UsageError("; ".join(problems))
 
