@@ -15,6 +15,10 @@ setting must not mean starting over, and nothing must run on stale inputs. So:
    sample, sft and rl continue from their last checkpoint, the others are quick and start over); a
    stage whose settings changed, or that comes after one that reran, starts over in a cleared folder.
 4. A failing stage is named, the earlier outputs stay as they are, and the exit code is not zero.
+   Rows a server refused for good fail generate and eval only beyond their --max-failed share
+   (generate/failures.py): a few over-long prompts do not block every later stage.
+5. Only what the runner made is removed: a stage's name is a plain folder name (recipe.py), and its
+   folder is cleared only when it is a direct child of RUN_DIR recorded in pipeline.json.
 
 The stages are called as their commands call them (the same library functions and summaries), so a
 stage in a recipe behaves exactly as typed on the command line.
@@ -33,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from r1distill import files, processes
 from r1distill.console import stderr_console
@@ -41,10 +46,14 @@ from r1distill.pipeline import recipe as recipes
 from r1distill.pipeline.recipe import RESUME, STATE_FILE, Recipe, Stage
 from r1distill.redact import redact_settings
 
+if TYPE_CHECKING:
+    from r1distill.generate.failures import FailedRows
+
 log = logging.getLogger(__name__)
 
-# Settings that do not change what a stage makes: how it is resumed and how it is recorded.
-_NOT_FINGERPRINTED = (RESUME, "command")
+# Settings that do not change what a stage makes: how it is resumed and recorded, and how many refused
+# rows it accepts (raising --max-failed after a stage failed on it resumes the stage, it does not redo it).
+_NOT_FINGERPRINTED = (RESUME, "command", "max_failed")
 
 
 @dataclass
@@ -216,7 +225,14 @@ def _run_stage(step: _Step, state: _State, run_dir: Path) -> None:
         if stage.accelerate:
             _launch(stage, settings)
         else:
-            _call(stage.kind, settings)
+            failures = _call(stage.kind, settings)
+            if failures is not None:
+                # Counted whether or not they stop the stage: within --max-failed, the finished entry says how many rows are missing.
+                entry["failed"] = {"rows": failures.rows, "failed": failures.failed, "refused_for_good": failures.permanent}
+                problem = failures.problem(settings.max_failed)
+                if problem:
+                    state.record(stage.name, entry)
+                    raise StageError(problem)
     except UsageError as err:
         raise UsageError(f"stage '{stage.name}' ({stage.kind}): {err}; earlier stages are kept, fix it and rerun") from err
     except StageError as err:
@@ -241,19 +257,19 @@ def _rows_still_valid(settings, before: dict) -> bool:
     return True
 
 
-def _call(kind: str, settings) -> None:
-    """Run one stage as its command does: the stage's function, then its summary on screen."""
+def _call(kind: str, settings) -> FailedRows | None:
+    """Run one stage as its command does: the stage's function, then its summary on screen; generate
+    and eval return their failed rows, which the caller weighs against --max-failed as the command does."""
     if kind == "synth":
         from r1distill.synth.run import synth
 
         log.info("%d %s problems → %s", synth(settings), settings.task, settings.output)
     elif kind == "generate":
-        from r1distill.generate.run import failure_report, generate, print_summary
+        from r1distill.generate.run import generate, print_summary
 
         summary = generate(settings)
         print_summary(summary)
-        if summary.failed:
-            raise StageError(failure_report(summary))
+        return summary.failures
     elif kind == "filter":
         from r1distill.filter.run import filter_traces, print_summary
 
@@ -271,12 +287,12 @@ def _call(kind: str, settings) -> None:
 
         summary = evaluate(settings)
         print_summary(summary)
-        if summary.failed:
-            raise StageError(f"{summary.failed} requests failed after retries")
+        return summary.failures
     elif kind == "report":
         from r1distill.report.run import report
 
         log.info("report → %s", report(settings))
+    return None
 
 
 def _launch(stage: Stage, settings) -> None:
