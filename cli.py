@@ -214,16 +214,18 @@ def generate(cfg: GenerateConfig) -> None:
     Every finished completion is journaled at once, so a crash or kill loses only the requests in
     flight; rerunning the same command generates only what is missing. Exit code 1 means some
     requests failed after their retries: they are in OUT with finish_reason 'error' and a reason, and
-    a rerun retries them (those the server refused as they are, only with --retry-failed).
+    a rerun retries them (those the server refused as they are, only with --retry-failed; up to
+    --max-failed of the rows refused so do not fail the run).
     """
-    from r1distill.generate.run import failure_report, print_summary
     from r1distill.generate.run import generate as run_generate
+    from r1distill.generate.run import print_summary
 
     with _edges(Path(cfg.output), "interrupted: finished rows are saved; rerun the same command to resume"):
         summary = run_generate(cfg)
     print_summary(summary)
-    if summary.failed:
-        typer.echo(failure_report(summary), err=True)
+    problem = summary.failures.problem(cfg.max_failed)
+    if problem:
+        typer.echo(problem, err=True)
         raise typer.Exit(1)
 
 
@@ -286,15 +288,17 @@ def eval_(cfg: EvalConfig) -> None:
     after a crash; a larger -n adds only the new samples) and scored with filter's accuracy check.
     OUT receives samples.parquet (every sample with its verdict) and results.json (every setting that
     changes a score, every metric per model and group). Exit code 1 means some requests failed after
-    their retries (left out of the scores; rerun to retry them).
+    their retries (left out of the scores; rerun to retry them), beyond the --max-failed share of
+    requests the server refused for good.
     """
     from r1distill.eval.run import evaluate, print_summary
 
     with _edges(Path(cfg.output), "interrupted: finished samples are saved; rerun the same command to resume"):
         summary = evaluate(cfg)
     print_summary(summary)
-    if summary.failed:
-        typer.echo(f"{summary.failed} requests failed after retries; rerun the same command to retry them", err=True)
+    problem = summary.failures.problem(cfg.max_failed)
+    if problem:
+        typer.echo(problem, err=True)
         raise typer.Exit(1)
 
 

@@ -27,6 +27,7 @@ from r1distill.backends import Request, ends_inside_think, render_prompt
 from r1distill.errors import UsageError, first_line
 from r1distill.eval.benchmarks import read_traces
 from r1distill.generate import generate
+from r1distill.generate.failures import FailedRows
 from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
 from r1distill.schema import ANSWER, FINISH_ERROR, FINISH_LENGTH, PROBLEM, PROMPT_ID, THINK_CLOSE, THINK_OPEN
 
@@ -76,7 +77,7 @@ def render_thinking_prompts(prompts: pl.DataFrame, tokenizer, cfg) -> pl.DataFra
     return prompts.select(PROMPT_ID, ANSWER).with_columns(pl.Series(PROBLEM, rendered))
 
 
-def budget_rows(cfg, model: str, thinking: pl.DataFrame, budget: int, folder: Path, count_tokens) -> tuple[pl.DataFrame, int]:
+def budget_rows(cfg, model: str, thinking: pl.DataFrame, budget: int, folder: Path, count_tokens) -> tuple[pl.DataFrame, FailedRows]:
     """The samples of one budget (one row per (prompt, sample), completion canonical) and the requests that failed.
 
     `thinking` is `render_thinking_prompts`' table, already written to folder/prompts-think.parquet;
@@ -92,7 +93,7 @@ def budget_rows(cfg, model: str, thinking: pl.DataFrame, budget: int, folder: Pa
         for completion, finish in zip(steps["completion"].to_list(), steps["finish_reason"].to_list())
     ]
     continued = steps.select("id", ANSWER).with_columns(pl.Series("prefix", prefixes, pl.String)).filter(pl.col("prefix").is_not_null())
-    failed, answers = first.failed, {}
+    failures, answers = first.failures, {}
     if continued.height:
         table = continued.select(
             pl.col("id").alias(PROMPT_ID),
@@ -104,10 +105,10 @@ def budget_rows(cfg, model: str, thinking: pl.DataFrame, budget: int, folder: Pa
         second = generate(
             cfg.generate_config(model, str(folder / f"prompts-answer-{budget}.parquet"), str(answer_out), max_tokens=cfg.answer_tokens, num_samples=1, **raw)
         )
-        failed += second.failed
+        failures += second.failures
         for row in read_traces(answer_out, table[PROMPT_ID], 1).iter_rows(named=True):
             answers[row[PROMPT_ID]] = row
-    return _combine(steps, dict(zip(steps["id"].to_list(), prefixes)), answers, budget, count_tokens), failed
+    return _combine(steps, dict(zip(steps["id"].to_list(), prefixes)), answers, budget, count_tokens), failures
 
 
 def _combine(steps: pl.DataFrame, prefixes: dict, answers: dict, budget: int, count_tokens) -> pl.DataFrame:

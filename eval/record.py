@@ -168,6 +168,8 @@ def print_results(results: list[tuple[str | None, dict]]) -> None:
     for name, key in (("truncated", "truncated"), ("no answer", "no_answer"), ("verify timeout", "timeout"), ("verifier error", "verifier_error")):
         row(name, lambda m, key=key: m[key])
     row("generation errors", lambda m: m["generation_errors"], percent=False)
+    # Results written before refusals were counted apart have no such entry.
+    row("of which refused for good", lambda m: m.get("generation_refused"), percent=False)
     row("mean thinking tokens", lambda m: m["mean_thinking_tokens"], percent=False)
     row("mean response tokens", lambda m: m["mean_response_tokens"], percent=False)
     budgets = sorted({point["budget"] for entry, _ in columns for point in entry.get("thinking_budget", {}).get("forced", [])})

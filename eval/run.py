@@ -41,6 +41,7 @@ from r1distill.eval.config import GENERATIONS, RESULTS, SAMPLES, EvalConfig
 from r1distill.eval.record import differences, load_results, model_settings, print_results, versions
 from r1distill.eval.score import model_results, part_tokens, score, token_counter
 from r1distill.generate import generate
+from r1distill.generate.failures import FailedRows
 from r1distill.redact import redact_settings
 from r1distill.schema import PROMPT_ID, split_reasoning
 
@@ -54,8 +55,8 @@ class EvalSummary:
     output: str
     results: dict
     """results.json as written."""
-    failed: int
-    """Requests that failed in generate after their retries (left out of the scores; rerun to retry)."""
+    failures: FailedRows
+    """Requests that failed in generate after their retries (left out of the scores; rerun to retry those not refused for good)."""
     compared: list[dict] = field(default_factory=list)
     """The --compare results, each with the settings in which it differs under `differences`."""
 
@@ -87,13 +88,13 @@ def _check_inputs(cfg: EvalConfig, columns: list[str]) -> None:
 
 def _generated(
     cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model: str, tokenizer, rendered: pl.DataFrame | None, budgets: list[int]
-) -> tuple[pl.DataFrame, int]:
+) -> tuple[pl.DataFrame, FailedRows]:
     """Every sample of `model` (uncapped, then one set per budget) as eval scores it, and the requests that failed.
 
     `rendered`: the prompts as budget forcing sends them (`render_thinking_prompts`), with budgets.
     """
     folder = Path(cfg.output) / GENERATIONS / slug(model)
-    failed = generate(cfg.generate_config(model, str(prompts_path), str(folder / "samples"))).failed
+    failures = generate(cfg.generate_config(model, str(prompts_path), str(folder / "samples"))).failures
     count = token_counter(tokenizer)
     natural = read_traces(folder / "samples", prompts[PROMPT_ID], cfg.num_samples)
     thinking, response = part_tokens(natural["completion"].to_list(), count)
@@ -102,8 +103,8 @@ def _generated(
     if budgets:
         files.write_parquet(folder / "prompts-think.parquet", rendered)
         for budget in budgets:
-            rows, budget_failed = budget_rows(cfg, model, rendered, budget, folder, count)
-            failed += budget_failed
+            rows, budget_failures = budget_rows(cfg, model, rendered, budget, folder, count)
+            failures += budget_failures
             split = [split_reasoning(completion) for completion in rows["completion"].to_list()]
             rows = rows.with_columns(
                 pl.Series("reasoning", [reasoning for reasoning, _ in split], pl.String),
@@ -111,7 +112,7 @@ def _generated(
                 pl.Series("response_tokens", count([answer for _, answer in split]), pl.Int64),
             )
             parts.append(rows.join(prompts, on=PROMPT_ID, how="left"))
-    return pl.concat(parts, how="diagonal_relaxed"), failed
+    return pl.concat(parts, how="diagonal_relaxed"), failures
 
 
 def evaluate(cfg: EvalConfig) -> EvalSummary:
@@ -121,7 +122,7 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
     budgets = cfg.budgets()
     compared = [load_results(path) for path in cfg.compare]
     out = Path(cfg.output)
-    failed = 0
+    failures = FailedRows(0, 0, 0)
     if cfg.completions:
         rows = load_completions(cfg)
         _check_inputs(cfg, rows.columns)
@@ -146,9 +147,9 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
         files.write_parquet(prompts_path, prompts)
         parts = []
         for model in cfg.models:
-            rows, model_failed = _generated(cfg, prompts, prompts_path, model, tokenizers[model], rendered.get(model), budgets)
+            rows, model_failures = _generated(cfg, prompts, prompts_path, model, tokenizers[model], rendered.get(model), budgets)
             parts.append(rows)
-            failed += model_failed
+            failures += model_failures
         rows = pl.concat(parts, how="diagonal_relaxed")
     log.info("scoring %d samples (%s)", rows.height, mode)
     with rewards.rule("accuracy", mode=mode, timeout=cfg.timeout, workers=cfg.workers) as accuracy:
@@ -161,7 +162,7 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
         other["differences"] = differences(results, other)
         if other["differences"]:
             log.warning("settings differ from %s: %s", other["_from"], "; ".join(other["differences"]))
-    return EvalSummary(str(out), results, failed, compared)
+    return EvalSummary(str(out), results, failures, compared)
 
 
 def _results(cfg: EvalConfig, benchmark: dict, budgets: list[int], scored: pl.DataFrame, tokenizers: dict, started: datetime) -> dict:

@@ -3,7 +3,8 @@
 Every sample gets the verdict of `rewards.rule("accuracy")` (the check filter selected with and rl
 optimises), the answer it states (`rewards.stated_answer`) and its vote class for maj@k (metrics.py).
 Samples that failed in generate are not judged: their verdict is `generation_error`, and they are
-counted apart and left out of every rate; so are the problems whose gold cannot be verified.
+counted apart (those the server refused for good too: `generation_refused`) and left out of every
+rate; so are the problems whose gold cannot be verified.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import polars as pl
 
+from r1distill.backends import failure_reason, is_permanent
 from r1distill.eval.metrics import stderr, summarize, vote_classes
 from r1distill.rewards import stated_answer
 from r1distill.schema import FINISH_ERROR, PROMPT_ID, split_reasoning
@@ -87,7 +89,11 @@ def metrics(rows: pl.DataFrame) -> dict:
         pl.col("thinking_tokens").alias("thinking"), pl.col("response_tokens").alias("response"), pl.col("completion_tokens").alias("tokens"),
     )
     result = summarize(grouped.drop(PROMPT_ID).to_dicts())
-    result["generation_errors"] = rows.filter(pl.col("verdict") == GENERATION_ERROR).height
+    errors = rows.filter(pl.col("verdict") == GENERATION_ERROR)
+    result["generation_errors"] = errors.height
+    # Completions scored from a table of another tool's may have no error column: none refused then.
+    refused = errors["error"].to_list() if "error" in errors.columns else []
+    result["generation_refused"] = sum(is_permanent(failure_reason(error)) for error in refused)
     result["unverifiable_problems"] = unverifiable.len()
     return result
 

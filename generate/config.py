@@ -49,6 +49,8 @@ class GenerationSettings:
     """Prompts per forward batch (transformers) or per scheduling chunk (vllm)."""
     max_retries: int = 8
     """Retries per request on 429/5xx/timeouts/dropped connections before it is recorded as failed (openai)."""
+    max_failed: float = 0.001
+    """Share of the rows that may be refused for good (a 4xx such as 400, prompt_too_long) with the run still finished: they are counted and left out; beyond it, or after any other failure (5xx, timeout, 429), the run fails and a rerun retries."""
     request_timeout: float = 1800.0
     """Seconds one request may take before it is retried (openai)."""
     retry_delay: float = 1.0
@@ -125,6 +127,8 @@ class GenerateConfig(GenerationSettings):
         ):
             if value < low:
                 problems.append(f"{name} must be at least {low}, got {value}")
+        if not 0 <= self.max_failed <= 1:
+            problems.append(f"--max-failed is a share of the rows, from 0 to 1, got {self.max_failed}")
         if self.temperature < 0:
             problems.append(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

@@ -44,8 +44,9 @@ import pyarrow as pa
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import load_prompts
 from r1distill.errors import UsageError
-from r1distill.backends import Backend, Request, Result, Sampling, failure_hint, failure_reason, is_permanent, make_backend
+from r1distill.backends import Backend, Request, Result, Sampling, failure_reason, is_permanent, make_backend
 from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
+from r1distill.generate.failures import FailedRows
 from r1distill.generate.manifest import check_settings, key_settings, request_key, write_manifest
 from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_state
@@ -91,6 +92,11 @@ class GenerateSummary:
     completion_tokens: int
     """Generated tokens over all present rows."""
     wall_seconds: float
+
+    @property
+    def failures(self) -> FailedRows:
+        """The failed rows, to tell whether they leave the run unfinished (`FailedRows.problem`)."""
+        return FailedRows(self.rows, self.failed, self.permanent, self.failure_reasons)
 
 
 @dataclass(slots=True)
@@ -406,30 +412,7 @@ def print_summary(summary: GenerateSummary) -> None:
             ("generated this run", f"{summary.generated:,}"),
             ("completion tokens", f"{summary.completion_tokens:,}"),
             ("truncated (length)", f"{summary.truncated:,} ({share:.1%})"),
-            ("failed", f"{summary.failed:,}"),
+            ("failed", f"{summary.failed:,}" + (f" ({summary.permanent:,} refused for good)" if summary.permanent else "")),
             ("wall time", f"{summary.wall_seconds:,.1f} s"),
         ],
     )
-
-
-def failure_report(summary: GenerateSummary, top: int = 3) -> str:
-    """One line on the failed rows: the most common reasons, what to check for each, and how to retry.
-
-    >>> s = GenerateSummary("out", 4, 4, 4, 0, failed=3, permanent=2, failure_reasons={"http_401": 2, "timeout": 1},
-    ...                     rejected=0, completion_tokens=0, wall_seconds=0.0)
-    >>> print(failure_report(s))
-    3 requests failed: 2 http_401 (check the API key in the variable that --api-key-env names), 1 timeout (the server is slow: raise --request-timeout or lower --concurrency). Rerun the same command to retry them; the 2 permanent failures (4xx, prompt_too_long) only with --retry-failed.
-    """
-    parts = []
-    for reason, count in list(summary.failure_reasons.items())[:top]:
-        hint = failure_hint(reason)
-        parts.append(f"{count:,} {reason}" + (f" ({hint})" if hint else ""))
-    if len(summary.failure_reasons) > top:
-        parts.append(f"{sum(list(summary.failure_reasons.values())[top:]):,} other")
-    line = f"{summary.failed:,} requests failed: {', '.join(parts)}."
-    if summary.permanent == summary.failed:
-        return f"{line} These are permanent; fix the cause, then rerun with --retry-failed."
-    retry = " Rerun the same command to retry them"
-    if summary.permanent:
-        retry += f"; the {summary.permanent:,} permanent failures (4xx, prompt_too_long) only with --retry-failed"
-    return f"{line}{retry}."

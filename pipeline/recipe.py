@@ -74,6 +74,13 @@ def kinds() -> dict[str, Kind]:
     }
 
 
+STATE_FILE = "pipeline.json"
+"""RUN_DIR/pipeline.json: the runner's record of the stages it made (see run.py)."""
+# A stage's folder is RUN_DIR/<name>: a name such as `..` or `.` would point elsewhere, a leading dot
+# is the runner's temporary files' (files.py), and the runner's own file names are its to write.
+# ASCII only: a name that looks alike in another script is not a different folder to the reader.
+_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_RUNNER_FILES = (STATE_FILE,)
 # Set by the runner for every stage: where it writes, and the command recorded in what it makes.
 _RUNNER_SETS = ("output", "command")
 # A stage's own resume switch: the runner sets it when it continues an unfinished stage.
@@ -147,8 +154,11 @@ def _output(folder: Path, kind: Kind | None) -> Path:
 
 def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names: list[str], table: dict[str, Kind], path: Path) -> Stage:
     where = f"stage '{name}'"
-    if not re.fullmatch(r"[\w.-]+", name):
-        raise UsageError(f"{where}: a stage name is letters, digits, '.', '-' and '_' (it names the folder RUN_DIR/{name})")
+    if not _STAGE_NAME.fullmatch(name) or name.casefold() in _RUNNER_FILES:
+        raise UsageError(
+            f"{where}: a stage name starts with a letter or digit, then letters, digits, '_', '-' and '.', "
+            f"and is not {', '.join(_RUNNER_FILES)} (it names the folder RUN_DIR/<name>, beside the runner's own files)"
+        )
     if not isinstance(options, dict):
         raise UsageError(f"{where}: expected a mapping of options, got {options!r}")
     options = dict(options)

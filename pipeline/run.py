@@ -15,6 +15,10 @@ setting must not mean starting over, and nothing must run on stale inputs. So:
    sample, sft and rl continue from their last checkpoint, the others are quick and start over); a
    stage whose settings changed, or that comes after one that reran, starts over in a cleared folder.
 4. A failing stage is named, the earlier outputs stay as they are, and the exit code is not zero.
+   Rows a server refused for good fail generate and eval only beyond their --max-failed share
+   (generate/failures.py): a few over-long prompts do not block every later stage.
+5. Only what the runner made is removed: a stage's name is a plain folder name (recipe.py), and its
+   folder is cleared only when it is a direct child of RUN_DIR recorded in pipeline.json.
 
 The stages are called as their commands call them (the same library functions and summaries), so a
 stage in a recipe behaves exactly as typed on the command line.
@@ -33,19 +37,23 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from r1distill import files, processes
 from r1distill.console import stderr_console
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.pipeline import recipe as recipes
-from r1distill.pipeline.recipe import RESUME, Recipe, Stage
+from r1distill.pipeline.recipe import RESUME, STATE_FILE, Recipe, Stage
 from r1distill.redact import redact_settings
+
+if TYPE_CHECKING:
+    from r1distill.generate.failures import FailedRows
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "pipeline.json"
-# Settings that do not change what a stage makes: how it is resumed and how it is recorded.
-_NOT_FINGERPRINTED = (RESUME, "command")
+# Settings that do not change what a stage makes: how it is resumed and recorded, and how many refused
+# rows it accepts (raising --max-failed after a stage failed on it resumes the stage, it does not redo it).
+_NOT_FINGERPRINTED = (RESUME, "command", "max_failed")
 
 
 @dataclass
@@ -93,7 +101,7 @@ def run_pipeline(cfg: RunConfig) -> RunSummary:
         console.rule(f"[bold]{number}/{len(steps)} {stage.name}[/] ({stage.kind}): {step.shown}")
         started = time.monotonic()
         if step.action != "skip":
-            _run_stage(step, state)
+            _run_stage(step, state, plan.run_dir)
         results.append(StageResult(stage.name, stage.kind, step.shown, time.monotonic() - started, str(stage.output)))
     reports = [str(stage.output) for stage in plan.stages if stage.kind == "report"]
     return RunSummary(str(plan.run_dir), results, reports)
@@ -140,32 +148,52 @@ class _State:
 
 
 def _steps(plan: Recipe, state: _State) -> list[_Step]:
-    """What each stage needs. A folder the runner did not make is refused.
+    """What each stage needs. A folder the runner did not make is refused (see `_foreign`).
 
     After a stage that is not skipped, every later stage that ran before runs again: its input is new.
     """
     steps, upstream_ran = [], False
     for stage in plan.stages:
+        why = _foreign(stage, plan.run_dir, state)
+        if why:
+            raise UsageError(f"stage '{stage.name}': {why}; it is left alone and no stage runs: move it away or choose another -o")
         step = _Step(stage, fingerprint(stage), "run")
         entry = state.stages.get(stage.name)
-        made = stage.folder.exists() and any(stage.folder.iterdir())
-        if entry is None:
-            if made:
-                raise UsageError(f"{stage.folder}: exists but was not made by this run (no entry in {state.path}); move it away or choose another -o")
-        elif upstream_ran:
-            step.action, step.why = "rerun", "an earlier stage ran"
-        elif entry["fingerprint"] != step.fingerprint:
-            step.action, step.why = "rerun", "settings changed"
-        elif entry.get("finished") and stage.output.exists():
-            step.action = "skip"
-        elif made:
-            step.action = "resume"
+        if entry is not None:
+            if upstream_ran:
+                step.action, step.why = "rerun", "an earlier stage ran"
+            elif entry["fingerprint"] != step.fingerprint:
+                step.action, step.why = "rerun", "settings changed"
+            elif entry.get("finished") and stage.output.exists():
+                step.action = "skip"
+            elif stage.folder.exists() and any(stage.folder.iterdir()):
+                step.action = "resume"
         upstream_ran = upstream_ran or step.action != "skip"
         steps.append(step)
     return steps
 
 
-def _run_stage(step: _Step, state: _State) -> None:
+def _foreign(stage: Stage, run_dir: Path, state: _State) -> str | None:
+    """Why RUN_DIR/<name> is not the runner's to clear or write into, or None when it is (or is absent).
+
+    The stage name rule (recipe.py) already keeps the folder inside RUN_DIR; this also refuses a link
+    planted at that name, which would make a cleared folder someone else's and the stage write there.
+    """
+    folder = stage.folder
+    if folder.is_symlink():
+        return f"{folder} is a symbolic link (to {os.readlink(folder)}), not a folder the runner made"
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if folder.resolve() != run_dir.resolve() / stage.name:
+        return f"{folder} resolves to {folder.resolve()}, not to a folder directly in RUN_DIR"
+    if stage.name not in state.stages and any(folder.iterdir()):
+        return f"{folder} exists but was not made by this run (no entry in {state.path})"
+    return None
+
+
+def _run_stage(step: _Step, state: _State, run_dir: Path) -> None:
     stage, action, settings = step.stage, step.action, step.stage.settings
     before = state.stages.get(stage.name, {}).get("settings", {})
     if action == "rerun" and step.why == "settings changed" and stage.kind == "generate" and _rows_still_valid(settings, before):
@@ -180,10 +208,16 @@ def _run_stage(step: _Step, state: _State) -> None:
             settings = replace(settings, resume=True)
         else:
             action = "run"
-    if action in ("rerun", "run") or stage.kind in ("filter", "synth", "report"):
+    # Checked again, not only before the first stage: earlier stages may have run for hours, and a link
+    # planted at the name meanwhile must not make the stage write into, or clear, another folder.
+    why = _foreign(stage, run_dir, state)
+    if why:
+        raise UsageError(f"stage '{stage.name}': {why}; it is left alone and the stage is not run: move it away and rerun")
+    if (action in ("rerun", "run") or stage.kind in ("filter", "synth", "report")) and stage.name in state.stages and stage.folder.exists():
         # A stage that starts over starts from an empty folder (filter refuses a full one; sft and rl
-        # would find the old run); generate and eval resume from what is in theirs.
-        shutil.rmtree(stage.folder, ignore_errors=True)
+        # would find the old run); generate and eval resume from what is in theirs. Only a folder
+        # pipeline.json records is removed: one the runner did not make is empty here (`_foreign`).
+        shutil.rmtree(stage.folder)
     stage.folder.mkdir(parents=True, exist_ok=True)
     entry = {"kind": stage.kind, "fingerprint": step.fingerprint, "settings": _settings(stage), "started": _now(), "finished": None}
     state.record(stage.name, entry)
@@ -191,7 +225,14 @@ def _run_stage(step: _Step, state: _State) -> None:
         if stage.accelerate:
             _launch(stage, settings)
         else:
-            _call(stage.kind, settings)
+            failures = _call(stage.kind, settings)
+            if failures is not None:
+                # Counted whether or not they stop the stage: within --max-failed, the finished entry says how many rows are missing.
+                entry["failed"] = {"rows": failures.rows, "failed": failures.failed, "refused_for_good": failures.permanent}
+                problem = failures.problem(settings.max_failed)
+                if problem:
+                    state.record(stage.name, entry)
+                    raise StageError(problem)
     except UsageError as err:
         raise UsageError(f"stage '{stage.name}' ({stage.kind}): {err}; earlier stages are kept, fix it and rerun") from err
     except StageError as err:
@@ -216,19 +257,19 @@ def _rows_still_valid(settings, before: dict) -> bool:
     return True
 
 
-def _call(kind: str, settings) -> None:
-    """Run one stage as its command does: the stage's function, then its summary on screen."""
+def _call(kind: str, settings) -> FailedRows | None:
+    """Run one stage as its command does: the stage's function, then its summary on screen; generate
+    and eval return their failed rows, which the caller weighs against --max-failed as the command does."""
     if kind == "synth":
         from r1distill.synth.run import synth
 
         log.info("%d %s problems → %s", synth(settings), settings.task, settings.output)
     elif kind == "generate":
-        from r1distill.generate.run import failure_report, generate, print_summary
+        from r1distill.generate.run import generate, print_summary
 
         summary = generate(settings)
         print_summary(summary)
-        if summary.failed:
-            raise StageError(failure_report(summary))
+        return summary.failures
     elif kind == "filter":
         from r1distill.filter.run import filter_traces, print_summary
 
@@ -246,12 +287,12 @@ def _call(kind: str, settings) -> None:
 
         summary = evaluate(settings)
         print_summary(summary)
-        if summary.failed:
-            raise StageError(f"{summary.failed} requests failed after retries")
+        return summary.failures
     elif kind == "report":
         from r1distill.report.run import report
 
         log.info("report → %s", report(settings))
+    return None
 
 
 def _launch(stage: Stage, settings) -> None:

@@ -360,6 +360,8 @@ class Metrics:
     truncated: float | None
     no_answer: float | None
     generation_errors: int | None
+    generation_refused: int | None
+    """Of the generation errors, requests the server refused for good (within eval's --max-failed)."""
     thinking: float | None
     """Mean thinking tokens."""
     response: float | None
@@ -370,7 +372,7 @@ class Metrics:
         return cls(
             found.get("problems"), found.get("samples"), found.get("pass@1"), found.get("pass@1_stderr"), found.get("pass@k") or {},
             found.get("maj@k") or {}, found.get("truncated"), found.get("no_answer"), found.get("generation_errors"),
-            found.get("mean_thinking_tokens"), found.get("mean_response_tokens"), found.get("mean_completion_tokens"),
+            found.get("generation_refused"), found.get("mean_thinking_tokens"), found.get("mean_response_tokens"), found.get("mean_completion_tokens"),
         )
 
 

@@ -11,6 +11,7 @@ import html
 from collections.abc import Iterable
 from pathlib import Path
 
+from r1distill.backends import is_permanent
 from r1distill.report import plots
 from r1distill.report.inputs import EvalOutput, Example, FilterOutput, GenerateOutput, Metrics, TrainingRun, rl_examples
 from r1distill.report.plots import Line, Panel
@@ -97,6 +98,7 @@ def labels(models: list[str]) -> list[str]:
 def generate(out: GenerateOutput) -> str:
     answered = out.rows - out.finish.get(FINISH_ERROR, 0)
     errors = ", ".join(f"{reason} {count:,}" for reason, count in out.error_reasons.items())
+    refused = sum(count for reason, count in out.error_reasons.items() if is_permanent(reason))
 
     def finished(reason: str) -> tuple[str, str]:
         count = out.finish.get(reason, 0)
@@ -108,6 +110,7 @@ def generate(out: GenerateOutput) -> str:
         ("stopped", *finished(FINISH_STOP)),
         ("truncated (finish_reason length)", *finished(FINISH_LENGTH)),
         ("errors" + (f" ({errors})" if errors else ""), *finished(FINISH_ERROR)),
+        ("of which refused for good (not retried)", number(refused), share(refused / out.rows if out.rows else None)),
         ("completion tokens", number(out.completion_tokens), f"{out.completion_tokens / answered:,.0f} a row" if out.completion_tokens and answered else ""),
     ]
     settings = [(name, "–" if value is None else value) for name, value in out.settings.items()]
@@ -232,6 +235,7 @@ def _metric_rows(results: list[Metrics]) -> list[list[str]]:
         ["truncated", *(share(m.truncated) for m in results)],
         ["no answer", *(share(m.no_answer) for m in results)],
         ["generation errors", *(number(m.generation_errors) for m in results)],
+        ["of which refused for good", *(number(m.generation_refused) for m in results)],
         ["mean thinking tokens", *(number(m.thinking, 5) for m in results)],
         ["mean response tokens", *(number(m.response, 5) for m in results)],
         ["mean completion tokens", *(number(m.completion, 5) for m in results)],

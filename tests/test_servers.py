@@ -149,7 +149,7 @@ def test_the_summary_names_a_401_and_what_to_check(tmp_path, fake_server):
     source = write_jsonl(tmp_path / "p.jsonl", [{"problem": "fine"}, {"problem": "key [[401echo]]"}])
     result = run_cli("generate", str(source), "-o", str(tmp_path / "out"), "-m", "t", "--backend", "openai", "--base-url", fake_server.url)
     assert result.returncode == 1, result.stderr
-    assert "1 requests failed: 1 http_401 (check the API key in the variable that --api-key-env names)" in result.stderr
+    assert "1 requests failed for good" in result.stderr and "1 http_401 (check the API key in the variable that --api-key-env names)" in result.stderr
     assert "rerun with --retry-failed" in result.stderr
 
 

@@ -68,12 +68,45 @@ def coerce(value, kind, where: str):
         if isinstance(value, bool):
             return value
         raise UsageError(f"{where} must be true or false, got {value!r}")
+    if kind is int:
+        return _integer(value, where)
     try:
-        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
-            raise ValueError
-        return kind(value) if kind is not int else int(float(value))
+        return kind(value)
     except (TypeError, ValueError):
         raise UsageError(f"{where} must be {kind.__name__}, got {value!r}") from None
+
+
+# Past 2**53 a float skips whole numbers, so 1e99 (or 12345678901234567891 read as a float) would not
+# be the count the recipe wrote; no count, step or seed a stage takes comes near it.
+LARGEST_INT = 2**53
+
+
+def _integer(value, where: str) -> int:
+    """`value` as a whole number: an int, a float without a fraction, or text of either, up to LARGEST_INT in size.
+
+    >>> _integer("4e3", "n"), _integer(64.0, "n")
+    (4000, 64)
+    >>> _integer("1e99", "stage 'prompts': n")
+    Traceback (most recent call last):
+    r1distill.errors.UsageError: stage 'prompts': n must be a whole number of at most 2**53 in size, got '1e99'
+    """
+    number = value
+    if isinstance(number, str):
+        try:
+            number = int(number)
+        except ValueError:
+            try:
+                number = float(number)
+            except ValueError:
+                number = None
+    # A float without a fraction (YAML reads 1e3 as text, 1.0e3 as a float); nan and inf have none.
+    if isinstance(number, float) and number.is_integer():
+        number = int(number) if abs(number) <= LARGEST_INT else LARGEST_INT + 1
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise UsageError(f"{where} must be int, got {value!r}")
+    if abs(number) > LARGEST_INT:
+        raise UsageError(f"{where} must be a whole number of at most 2**53 in size, got {value!r}")
+    return number
 
 
 def trainer_arguments(cfg) -> dict:
