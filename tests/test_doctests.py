@@ -32,6 +32,7 @@ WITH_EXAMPLES = [
     "r1distill.filter.decontaminate",
     "r1distill.filter.dedup",
     "r1distill.generate.config",
+    "r1distill.generate.failures",
     "r1distill.generate.prompts",
     "r1distill.generate.run",
     "r1distill.redact",
@@ -45,6 +46,7 @@ WITH_EXAMPLES = [
     "r1distill.rewards.verify",
     "r1distill.rl.config",
     "r1distill.schema",
+    "r1distill.training.recipe",
 ]
 
 
