@@ -115,3 +115,13 @@ def test_a_huge_count_is_one_line_at_check(tmp_path):
     recipe.write_text(f"output: {tmp_path / 'run'}\nstages:\n  prompts: {{stage: synth, task: arithmetic, n: 1e3, seed: 7.0}}\n")
     [stage] = read(recipe).stages
     assert (stage.settings.n, stage.settings.seed) == (1000, 7)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_a_float_option_must_be_finite(tmp_path, value):
+    # YAML reads .nan and .inf as floats; a temperature of nan would sample garbage for days.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"output: {tmp_path / 'run'}\nstages:\n  prompts: {{stage: synth, task: arithmetic, n: 4}}\n"
+                      f"  generate: {{input: prompts, temperature: {value}}}\n")
+    line = _error_line(run_cli("run", str(recipe), "--check"))
+    assert "stage 'generate': temperature must be a finite number" in line

@@ -8,6 +8,7 @@ more keys (`rl` takes any other GRPOConfig field) through `extra`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -71,9 +72,13 @@ def coerce(value, kind, where: str):
     if kind is int:
         return _integer(value, where)
     try:
-        return kind(value)
+        coerced = kind(value)
     except (TypeError, ValueError):
         raise UsageError(f"{where} must be {kind.__name__}, got {value!r}") from None
+    # YAML's .nan and .inf are floats, and no rate, share or temperature a stage takes is either.
+    if kind is float and not math.isfinite(coerced):
+        raise UsageError(f"{where} must be a finite number, got {value!r}")
+    return coerced
 
 
 # Past 2**53 a float skips whole numbers, so 1e99 (or 12345678901234567891 read as a float) would not
