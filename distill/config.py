@@ -6,10 +6,10 @@ win over it. `read_recipe` checks its keys and value types before anything else 
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import context, requirements
 from r1distill.errors import UsageError
 from r1distill.training import recipe
 from r1distill.training.settings import TrainingSettings
@@ -60,9 +60,9 @@ class SFTConfig(TrainingSettings):
     seed: int = 0
     """Seed of the data order, the eval split, LoRA's initialisation and dropout."""
     use_liger_kernel: bool = False
-    """Liger's fused Triton kernels (GPU; needs `pip install r1distill[liger]`)."""
+    """Liger's fused Triton kernels (GPU; needs `pip install 'r1distill[gpu]'`)."""
     attn_implementation: str | None = None
-    """Attention kernel, e.g. flash_attention_2 (padding-free packing without a block mask) [default: transformers' choice]."""
+    """Attention kernel: sdpa (PyTorch's, always there), or flash_attention_2 (padding-free packing without a block mask; needs the flash_attn package, built from source) [default: transformers' choice, sdpa]."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in the model card."""
 
@@ -86,8 +86,9 @@ class SFTConfig(TrainingSettings):
             problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.eval_fraction < 1:
             problems.append(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
-            problems.append("--use-liger-kernel needs liger-kernel: pip install 'r1distill[liger]' (GPU only)")
+        problems += requirements.missing(self)
+        if self.max_length >= 16 and (problem := context.training_problem(self.model, self.max_length, "--max-length")):
+            problems.append(problem)
         if problems:
             raise UsageError("; ".join(problems))
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import files, hub
+from r1distill import context, files, hub
 from r1distill.console import summary_table
 from r1distill.distill.config import RESUMABLE, SFTConfig
 from r1distill.distill.data import DataStats, load_conversations, tokenize
@@ -92,8 +92,11 @@ def plan_run(cfg: SFTConfig) -> Plan:
     checkpoint = output.check_output(cfg, "sft", RESUMABLE)
     if cfg.push_to_hub:
         hub.check_repo(cfg.push_to_hub, "--push-to-hub")
+    model_path = student.model_path(cfg.model)
+    # Its config is fetched now: a Hub student that check() could not read offline is measured here, before the data.
+    if problem := context.training_problem(cfg.model, cfg.max_length, "--max-length"):
+        raise UsageError(problem)
     conversations, kinds = load_conversations(cfg.input, cfg.split)
-    model_path = student.model_path(cfg.model, cfg.max_length)
     student.check_lora_targets(cfg, model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     template = choose_template(tokenizer, cfg.template, conversations, kinds)

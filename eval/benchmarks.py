@@ -78,17 +78,31 @@ class Benchmark:
     """Rewrites the problem and answer columns into what the model sees and the gold."""
 
 
+# Each entry's split and columns are the ones its dataset card lists (a test checks them against a table).
 BENCHMARKS = {
+    # https://huggingface.co/datasets/HuggingFaceH4/MATH-500: test.jsonl only (split test); problem, solution, answer, subject, level, unique_id.
     "math500": Benchmark("HuggingFaceH4/MATH-500", None, "test", "problem", "answer", "unique_id", "math"),
+    # https://huggingface.co/datasets/HuggingFaceH4/aime_2024 (card's dataset_info): split train only; id, problem, solution, answer, url, year.
     "aime24": Benchmark("HuggingFaceH4/aime_2024", None, "train", "problem", "answer", "id", "math"),
+    # https://huggingface.co/datasets/math-ai/aime25: test.jsonl only (split test); id, problem, answer.
     "aime25": Benchmark("math-ai/aime25", None, "test", "problem", "answer", "id", "math"),
+    # https://huggingface.co/datasets/math-ai/amc23: test-00000-of-00001.parquet only (split test); id, question, answer, url.
     "amc23": Benchmark("math-ai/amc23", None, "test", "question", "answer", "id", "math"),
+    # https://huggingface.co/datasets/openai/gsm8k (card's configs): main and socratic, splits train and test; question, answer.
     "gsm8k": Benchmark("openai/gsm8k", "main", "test", "question", "answer", None, "math", _gsm8k_gold),
+    # https://huggingface.co/datasets/Idavidrein/gpqa (gated): config gpqa_diamond is one csv (split train);
+    # Question, Correct Answer, Incorrect Answer 1-3, Record ID among its columns.
     "gpqa-diamond": Benchmark("Idavidrein/gpqa", "gpqa_diamond", "train", "Question", "Correct Answer", "Record ID", "choice", _gpqa_choices),
 }
 
 
-def _from_hub(spec: Benchmark, split: str) -> pl.DataFrame:
+def registered(source: str) -> Benchmark | None:
+    """The registry entry a short name (aime24) or its Hub id (HuggingFaceH4/aime_2024) names, or None."""
+    return BENCHMARKS.get(source) or next((spec for spec in BENCHMARKS.values() if spec.hub == source), None)
+
+
+def from_hub(spec: Benchmark, split: str) -> pl.DataFrame:
+    """The benchmark's split as a table, from the Hub (or its local cache)."""
     import datasets
 
     try:
@@ -106,7 +120,7 @@ def load_benchmark(cfg) -> tuple[pl.DataFrame, dict]:
     problem = cfg.problem_column or (spec.problem if spec else PROBLEM)
     answer = cfg.answer_column or (spec.answer if spec else ANSWER)
     source = spec.hub if short else cfg.benchmark
-    frame = _from_hub(spec, split) if short else read_table(source, split, text_column=None if spec and spec.prepare else problem)
+    frame = from_hub(spec, split) if short else read_table(source, split, text_column=None if spec and spec.prepare else problem)
     columns = ", ".join(frame.columns)
     for column, option in ((problem, "--problem-column"), (answer, "--answer-column")):
         if column not in frame.columns:

@@ -112,6 +112,7 @@ class EvalConfig(GenerationSettings):
                 self.generate_config(self.models[0] if self.models else "", "unused", self.output).check()
             except UsageError as err:
                 problems.append(str(err))
+            problems += self._context_problems()
         out = Path(self.output)
         if placed := files.output_problem(out):
             problems.append(placed)
@@ -120,7 +121,20 @@ class EvalConfig(GenerationSettings):
         elif out.is_dir() and any(out.iterdir()) and not (out / RESULTS).exists() and not (out / GENERATIONS).exists():
             problems.append(f"-o {self.output}: holds something other than an eval; choose a new folder")
         if problems:
-            raise UsageError("; ".join(problems))
+            # generate's check already named the first model's --max-tokens problem, if any.
+            raise UsageError("; ".join(dict.fromkeys(problems)))
+
+    def _context_problems(self) -> list[str]:
+        """Every model's problem with the longest generation this eval asks for: --max-tokens, or the
+        largest thinking budget plus the answer after it (budget forcing continues the same sequence)."""
+        try:
+            budgets = self.budgets()
+        except UsageError:
+            return []  # reported above
+        forced = budgets[-1] + self.answer_tokens if budgets else 0
+        option = f"--thinking-budget {budgets[-1]} plus --answer-tokens {self.answer_tokens} =" if forced > self.max_tokens else "--max-tokens"
+        tokens = max(forced, self.max_tokens)
+        return [problem for model in self.models if (problem := self.context_problem(model, tokens, option))]
 
 
 # The generate settings an eval passes on unchanged (model, input, output and ids are eval's own).

@@ -26,6 +26,7 @@ import polars as pl
 
 from r1distill.data import read_table
 from r1distill.errors import UsageError
+from r1distill.eval.benchmarks import from_hub, registered
 from r1distill.schema import PROBLEM, PROMPT_ID
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ def load_benchmark(source: str, column: str | None = None, split: str = "test") 
     ":COLUMN" to name the column ("aime24.jsonl:question", "HuggingFaceH4/MATH-500:problem"); the
     suffix is only read when `column` is not given, `source` itself is not an existing path and the
     suffix holds no path separator, so a path that contains ":" is never split. The name is the file
-    or folder stem, or the Hub id. `split` picks the split of a Hub dataset or a save_to_disk folder.
+    or folder stem, or the Hub id. A benchmark of eval's registry (a short name such as aime24, or its Hub
+    id) is read with its own config, split and problem column; for any other Hub dataset or save_to_disk
+    folder `split` picks the split.
     Rows whose text is null are skipped.
     """
     if column is None and not Path(source).exists():
@@ -52,7 +55,13 @@ def load_benchmark(source: str, column: str | None = None, split: str = "test") 
             source, column = head, tail
     path = Path(source)
     name = (path.name if path.is_dir() else path.stem) if path.exists() else source
-    frame = read_table(source, split, text_column=column)
+    spec = None if path.exists() else registered(source)
+    if spec is not None:
+        # A benchmark eval knows (aime24, or its Hub id) is read as eval reads it: its own config and split
+        # (HuggingFaceH4/aime_2024 has only train), its problem column.
+        frame, column = from_hub(spec, spec.split), column or spec.problem
+    else:
+        frame = read_table(source, split, text_column=column)
     if frame.height == 0:
         raise UsageError(f"{source}: the benchmark table is empty; give a benchmark with at least one row")
     columns = ", ".join(frame.columns)

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import context, requirements
 from r1distill.backends import BACKENDS
 from r1distill.errors import UsageError
 from r1distill.generate.prompts import TEMPLATES
@@ -60,7 +60,14 @@ class GenerationSettings:
     tensor_parallel_size: int = 1
     """GPUs per model replica (vllm)."""
     max_model_len: int | None = None
-    """Context length of prompt plus output (vllm) [default: the model's own]."""
+    """Context length of prompt plus output (vllm) [default: the model's own]; past the model's positions only with VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."""
+
+    def context_problem(self, model: str, tokens: int, option: str) -> str | None:
+        """Why `tokens` of completion (plus the prompt) do not fit `model` on this backend, or None (see
+        context.py). A server's model is the server's to bound, so openai is not checked."""
+        if self.backend == "openai":
+            return None
+        return context.generation_problem(model, tokens, option, vllm=self.backend == "vllm", max_model_len=self.max_model_len, length_option="--max-model-len")
 
 
 @dataclass
@@ -152,12 +159,13 @@ class GenerateConfig(GenerationSettings):
                 problems.append(problem)
         elif self.base_urls:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
-        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-            problems.append("--backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'")
+        problems += requirements.missing(self)
         if self.device is not None:
             problems += _device_problems(self.device, self.backend)
         if self.max_model_len is not None and (self.backend != "vllm" or self.max_model_len < 2):
             problems.append("--max-model-len only applies to --backend vllm and must be at least 2")
+        elif self.max_tokens >= 1 and (problem := self.context_problem(self.model, self.max_tokens, "--max-tokens")):
+            problems.append(problem)
         if self.data_parallel_size > 1 and self.backend != "vllm":
             problems.append("--data-parallel-size only applies to --backend vllm (use --shard for the others)")
         if Path(self.output).exists() and not Path(self.output).is_dir():

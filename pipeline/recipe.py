@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1distill import requirements
 from r1distill.errors import UsageError, first_line
 
 
@@ -218,6 +219,7 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
                     probe.check()
             except UsageError as err:
                 problems.append(f"{where}: {err}")
+            problems += [f"{where}: {problem}" for problem in requirements.missing(None, launcher)]
             if not problems:
                 return Stage(name, kind_name, config, output, folder, None if launcher is None else str(launcher))
     raise UsageError("; ".join(problems))

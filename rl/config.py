@@ -9,12 +9,12 @@ these settings already sets (`learning_rate` is `lr`) must be given under this s
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import context, requirements
 from r1distill.errors import UsageError
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS
 from r1distill.training import recipe
@@ -94,7 +94,7 @@ class RLConfig(TrainingSettings):
     max_steps: int | None = None
     """Stop after this many optimizer steps, overriding --epochs."""
     use_vllm: bool = False
-    """Generate the completions with vLLM (GPU; needs `pip install 'r1distill[vllm]'`)."""
+    """Generate the completions with vLLM (GPU; needs `pip install 'r1distill[gpu]'`)."""
     vllm_mode: str = "colocate"
     """colocate: vLLM inside each training process, sharing its GPU; server: a separate `trl vllm-serve` on other GPUs or nodes."""
     vllm_server_url: str | None = None
@@ -175,12 +175,22 @@ class RLConfig(TrainingSettings):
             problems.append("--min-pass-rate is above --max-pass-rate: no prompt would be kept")
         if self.log_samples < 0:
             problems.append(f"--log-samples must be at least 0, got {self.log_samples}")
-        if self.use_vllm and importlib.util.find_spec("vllm") is None:
-            problems.append("--use-vllm needs vLLM, which is not installed: pip install 'r1distill[vllm]' (NVIDIA GPU)")
+        problems += requirements.missing(self)
+        if self.max_completion_length >= 1 and (problem := self.context_problem()):
+            problems.append(problem)
         if self.vllm_server_url is not None and not (self.use_vllm and self.vllm_mode == "server"):
             problems.append("--vllm-server-url needs --use-vllm --vllm-mode server")
         if problems:
             raise UsageError("; ".join(problems))
+
+
+    def context_problem(self) -> str | None:
+        """A prompt plus --max-completion-length must fit the policy (and colocated vLLM's
+        vllm_max_model_length, a GRPOConfig field); a `trl vllm-serve` server bounds its own."""
+        colocated = self.use_vllm and self.vllm_mode == "colocate"
+        return context.generation_problem(self.model, self.max_completion_length, "--max-completion-length", vllm=colocated,
+                                          max_model_len=self.trl.get("vllm_max_model_length") if colocated else None,
+                                          length_option="vllm_max_model_length")
 
 
 def _world_size() -> int:

@@ -180,10 +180,13 @@ def plan_run(cfg: RLConfig) -> Plan:
     if cfg.reward_model is not None:
         _check_reward_model(cfg.reward_model)
         weights.append(cfg.reward_model_weight)
+    model_path = policy.model_path(cfg.model)
+    # Its config is fetched now: a Hub policy that check() could not read offline is measured here, before the data.
+    if problem := cfg.context_problem():
+        raise UsageError(problem)
     needed = list(dict.fromkeys(c for rule in rules for c in rule.columns if c not in POLICY_COLUMNS))
     rows, stats = load_prompt_set(cfg.input, cfg.split, needed, cfg.min_pass_rate, cfg.max_pass_rate)
     log.info(stats.line())
-    model_path = policy.model_path(cfg.model, cfg.max_completion_length)
     policy.check_lora_targets(cfg, model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"  # GRPOTrainer generates from left-padded prompts
@@ -209,7 +212,7 @@ def _check_reward_model(path: str) -> None:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(policy.model_path(path, 0))
+        config = AutoConfig.from_pretrained(policy.model_path(path))
     except UsageError as err:
         raise UsageError(str(err).replace("--model", "--reward-model", 1)) from err
     if not any(name.endswith("ForSequenceClassification") for name in config.architectures or []):
@@ -258,7 +261,7 @@ def build_trainer(plan: Plan):
     rollouts = Rollouts()
     reward_funcs = [PolicyReward(rule, stop_ids, plan.prefilled_think, rollouts, first=i == 0) for i, rule in enumerate(plan.rules)]
     if cfg.reward_model is not None:
-        reward_funcs.append(policy.model_path(cfg.reward_model, 0))
+        reward_funcs.append(policy.model_path(cfg.reward_model))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

@@ -352,7 +352,7 @@ def test_shipped_recipes_and_accelerate_configs_are_valid(tmp_path):
     from accelerate.commands.config.config_args import ClusterConfig
 
     recipes = sorted((REPO / "recipes" / "sft").glob("*.yaml"))
-    assert {p.stem for p in recipes} >= {"qwen2.5-math-1.5b", "qwen2.5-math-7b"}
+    assert {p.stem for p in recipes} >= {"qwen2.5-1.5b", "qwen2.5-math-7b"}
     for path in recipes:
         settings = read_recipe(path)
         SFTConfig(input="data", output=str(tmp_path / path.stem), **settings).check()

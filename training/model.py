@@ -4,16 +4,13 @@ and saved in a plain Hugging Face layout (adapters merged on request)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from r1distill import models
 from r1distill.errors import UsageError, first_line
 
-log = logging.getLogger(__name__)
 
-
-def model_path(model: str, max_length: int) -> str:
+def model_path(model: str) -> str:
     """The folder or Hub id to load, after checking that its config can be read (no weights are loaded)."""
     from transformers import AutoConfig
 
@@ -22,12 +19,9 @@ def model_path(model: str, max_length: int) -> str:
     if looks_local and not (Path(path).expanduser() / "config.json").exists():
         raise UsageError(f"--model {model}: no such model folder (no config.json); give a local model folder, a Hub id like 'Qwen/Qwen2.5-Math-1.5B', or smollm2-135m")
     try:
-        config = AutoConfig.from_pretrained(path)
+        AutoConfig.from_pretrained(path)
     except Exception as err:  # OSError, ValueError, HF hub errors: all mean the same to the user
         raise UsageError(f"--model {model}: cannot be loaded ({first_line(err)})") from err
-    positions = getattr(config.get_text_config(), "max_position_embeddings", None)
-    if positions and max_length > positions:
-        log.warning("a length of %d tokens is beyond %s's %d positions: longer samples run it past its pretraining context", max_length, model, positions)
     return str(Path(path).expanduser()) if looks_local else path
 
 
