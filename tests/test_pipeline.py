@@ -111,8 +111,9 @@ def test_a_killed_stage_resumes_with_what_it_had_finished(tmp_path, fake_server,
     code = process.wait(timeout=60)
     killed_at = fake_server.served
     if stop == signal.SIGINT:  # one line, exit code 130, no traceback
-        assert code == 130
-        assert process.stderr.read().decode().strip().splitlines()[-1].startswith("interrupted: finished stages and samples are kept")
+        stderr = process.stderr.read().decode()
+        assert code == 130, stderr
+        assert stderr.strip().splitlines()[-1].startswith("interrupted: finished stages and samples are kept"), stderr
     assert killed_at < 200, "the run was killed before generate finished"
     state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
     assert state["prompts"]["finished"] and state["generate"]["finished"] is None and "filter" not in state
