@@ -54,6 +54,8 @@ class Request:
     """Send messages[0] as plain text (completions endpoint, no chat template), as the R1-Zero prompt is."""
     seed: int | None = None
     """Per-request seed where the backend supports one, so a rerun can reproduce a sample."""
+    template_kwargs: dict[str, Any] | None = None
+    """Variables for the chat template (`enable_thinking=False`): applied locally, sent to servers as chat_template_kwargs."""
 
 
 @dataclass(slots=True)
@@ -96,7 +98,7 @@ def render_prompt(tokenizer: Any, request: Request) -> str:
     """The exact text a local model continues: the chat template applied, or the raw prompt."""
     if request.raw:
         return request.messages[0]["content"]
-    return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True, **(request.template_kwargs or {}))
 
 
 def ends_inside_think(rendered_prompt: str) -> bool:

@@ -145,6 +145,8 @@ class OpenAIBackend:
             body["prompt"] = request.messages[0]["content"]
         else:
             body["messages"] = request.messages
+            if request.template_kwargs:
+                body["chat_template_kwargs"] = request.template_kwargs
         if request.seed is not None:
             body["seed"] = request.seed
         return body

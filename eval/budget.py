@@ -69,7 +69,8 @@ def render_thinking_prompts(prompts: pl.DataFrame, tokenizer, cfg) -> pl.DataFra
     raw = cfg.template in RAW_TEMPLATES
     try:
         rendered = [
-            open_thinking(render_prompt(tokenizer, Request("", build_messages(problem, cfg.template, cfg.system, cfg.prompt_template), raw)))
+            open_thinking(render_prompt(tokenizer, Request("", build_messages(problem, cfg.template, cfg.system, cfg.prompt_template), raw,
+                                                           template_kwargs=cfg.template_kwargs() or None)))
             for problem in prompts[PROBLEM].to_list()
         ]
     except Exception as err:  # a tokenizer without a chat template, or a template that refuses these messages

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from r1distill.data import read_table
 from r1distill.errors import UsageError
-from r1distill.schema import KIND_NON_REASONING, KIND_REASONING, PASS_RATE, SFT_SCHEMA, r1_layout
+from r1distill.schema import FINISH_STOP, KIND_NON_REASONING, KIND_REASONING, PASS_RATE, SFT_SCHEMA, r1_layout
 
 if TYPE_CHECKING:
     from r1distill.filter.run import FilterConfig
@@ -123,10 +123,17 @@ def _render_no_think(content: str, style: str) -> str:
 
 
 def load_non_reasoning(source: str) -> pl.DataFrame:
-    """Conversations as `id` and `messages`, from a messages column or prompt/response columns."""
+    """Conversations as `id` and `messages`, from a messages column or prompt/response columns. A generate
+    output (a teacher answering with `--chat-template-kwargs enable_thinking=false`) gives only its
+    finished rows: a failed or cut-off answer is no conversation to learn from."""
     frame = read_table(source)
+    if "finish_reason" in frame.columns:
+        finished = frame.filter(pl.col("finish_reason") == FINISH_STOP)
+        if finished.height < frame.height:
+            log.info("%s: %d of %d rows failed or were cut off and are not mixed in", source, frame.height - finished.height, frame.height)
+        frame = finished
     if frame.height == 0:
-        raise UsageError(f"{source}: the table is empty")
+        raise UsageError(f"{source}: the table is empty" + (" of finished rows" if "finish_reason" in frame.columns else ""))
     if "messages" in frame.columns:
         messages = frame["messages"].to_list()
         if not all(isinstance(c, list) and c and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in c) for c in messages):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from r1distill import context, requirements
 from r1distill.backends import BACKENDS
 from r1distill.errors import UsageError
-from r1distill.generate.prompts import TEMPLATES
+from r1distill.generate.prompts import RAW_TEMPLATES, TEMPLATES
 from r1distill.redact import redact_text
 from r1distill.schema import PROBLEM
 
@@ -39,6 +40,8 @@ class GenerationSettings:
     """User turn with {problem} in it, replacing the default step-by-step \\boxed{} request."""
     base_urls: list[str] = field(default_factory=list, metadata={"flags": ("--base-url",)})
     """OpenAI-compatible base URL ending in /v1; repeat it to spread the load over several servers. A user:password@ in one is sent as basic auth."""
+    chat_template_kwargs: list[str] = field(default_factory=list)
+    """KEY=VALUE for the chat template (true/false/numbers read as such), applied locally and sent to servers as chat_template_kwargs: enable_thinking=false makes a hybrid teacher (Qwen3-style templates) answer without thinking, the non-reasoning half `filter --non-reasoning` mixes in; repeat it."""
     prefilled_think: str = "auto"
     """Whether the server's chat template opens <think> itself (R1-Distill models without a reasoning parser), so completions get the tag back (openai): auto learns it once per run (a local model folder's tokenizer, else vLLM's /tokenize); yes or no say so."""
     api_key_env: str = "OPENAI_API_KEY"
@@ -105,6 +108,10 @@ class GenerateConfig(GenerationSettings):
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in the manifest."""
 
+    def template_kwargs(self) -> dict:
+        """--chat-template-kwargs as the keyword arguments the chat template gets (ValueError names a bad one)."""
+        return template_kwargs(self.chat_template_kwargs)
+
     def shard_parts(self) -> tuple[int, int]:
         index, _, count = self.shard.partition("/")
         return int(index), int(count)
@@ -120,6 +127,13 @@ class GenerateConfig(GenerationSettings):
             problems.append(f"--prefilled-think must be one of {', '.join(PREFILLED_THINK)}, got {self.prefilled_think!r}")
         elif self.prefilled_think != "auto" and self.backend != "openai":
             problems.append(f"--prefilled-think only applies to --backend openai (the {self.backend} backend reads the model's template)")
+        try:
+            kwargs = self.template_kwargs()
+        except ValueError as err:
+            problems.append(str(err))
+        else:
+            if kwargs and self.template in RAW_TEMPLATES:
+                problems.append(f"--chat-template-kwargs applies to the chat template; --template {self.template} sends the prompt as raw text")
         if self.prompt_template is not None and "{problem}" not in self.prompt_template:
             problems.append(f"--prompt-template must contain {{problem}}, got {self.prompt_template!r}")
         for name, value, low in (
@@ -217,3 +231,26 @@ def _device_problems(device: str, backend: str) -> list[str]:
     if kind == "mps" and not torch.backends.mps.is_available():
         return [f"--device {device}: MPS is not available here; use --device cpu"]
     return []
+
+
+def template_kwargs(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs as chat template keyword arguments: JSON scalars (true, false, null, numbers) as
+    such, anything else as text.
+
+    >>> template_kwargs(["enable_thinking=false", "reasoning_effort=low", "budget=512"])
+    {'enable_thinking': False, 'reasoning_effort': 'low', 'budget': 512}
+    >>> template_kwargs(["enable thinking"])
+    Traceback (most recent call last):
+    ValueError: --chat-template-kwargs 'enable thinking': write KEY=VALUE with KEY a template variable, e.g. enable_thinking=false
+    """
+    kwargs = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.isidentifier():
+            raise ValueError(f"--chat-template-kwargs {pair!r}: write KEY=VALUE with KEY a template variable, e.g. enable_thinking=false")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        kwargs[key] = parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+    return kwargs

@@ -30,12 +30,16 @@ if TYPE_CHECKING:
 
 # The settings that shape a row: one OUT holds rows made with one value of each. Budget, sample count
 # and everything about how requests are sent (URLs, concurrency, batches) may change between runs.
-ROW_SETTINGS = ("model", "template", "system", "prompt_template", "temperature", "top_p", "seed")
+# What a manifest written before a setting existed means by its absence.
+NOT_RECORDED = {"chat_template_kwargs": []}
+ROW_SETTINGS = ("model", "template", "system", "prompt_template", "temperature", "top_p", "seed", "chat_template_kwargs")
 
 
 def key_settings(cfg: GenerateConfig) -> bytes:
-    """The ROW_SETTINGS a request key hashes besides the messages (system and prompt template are in those)."""
-    return orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed])
+    """The ROW_SETTINGS a request key hashes besides the messages (system and prompt template are in those);
+    template variables only when given, so the rows of runs without them keep their keys."""
+    kwargs = cfg.template_kwargs()
+    return orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed] + ([kwargs] if kwargs else []))
 
 
 def request_key(settings: bytes, prompt_id: str, messages: list[dict[str, str]]) -> str:
@@ -60,7 +64,7 @@ def check_settings(cfg: GenerateConfig, out: Path) -> None:
         differ = [
             f"{name} {recorded[name]!r} there, {wanted[name]!r} now"
             for name in ROW_SETTINGS
-            if name in recorded and recorded[name] != wanted[name]
+            if recorded.get(name, NOT_RECORDED.get(name)) != wanted[name] and (name in recorded or name in NOT_RECORDED)
         ]
         if differ:
             raise UsageError(f"-o {out} holds traces made with other settings ({', '.join(differ)}; see {path.name}); write to a new -o folder")
@@ -75,7 +79,7 @@ def check_settings(cfg: GenerateConfig, out: Path) -> None:
     if other:
         raise UsageError(
             f"-o {out} holds traces of {other} prompts made with other settings "
-            "(model, template, system or prompt template, temperature, top_p or seed); write to a new -o folder"
+            "(model, template, system or prompt template, temperature, top_p, seed or chat template kwargs); write to a new -o folder"
         )
 
 

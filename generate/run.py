@@ -164,13 +164,14 @@ def _my_prompts(cfg: GenerateConfig) -> pl.DataFrame:
 def _plan(prompts: pl.DataFrame, cfg: GenerateConfig) -> list[_Planned]:
     settings = key_settings(cfg)
     raw = cfg.template in RAW_TEMPLATES
+    kwargs = cfg.template_kwargs() or None
     plan = []
     for prompt_id, problem, answer in zip(prompts[PROMPT_ID].to_list(), prompts[PROBLEM].to_list(), prompts[ANSWER].to_list()):
         messages = build_messages(problem, cfg.template, cfg.system, cfg.prompt_template)
         key = request_key(settings, prompt_id, messages)
         first_seed = int(key[:8], 16)
         for sample in range(cfg.num_samples):
-            request = Request(trace_id(prompt_id, sample), messages, raw, (first_seed + sample) & 0x7FFFFFFF)
+            request = Request(trace_id(prompt_id, sample), messages, raw, (first_seed + sample) & 0x7FFFFFFF, kwargs)
             plan.append(_Planned(prompt_id, sample, problem, answer, request, key))
     return plan
 
