@@ -132,10 +132,8 @@ class _Unpickler(pickle.Unpickler):
 
 def _save(result, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{_RESULT}.partial"
-    with partial.open("wb") as out:
+    with (folder / _RESULT).open("wb") as out:  # the others read it only after the barrier
         _Pickler(out, folder).dump(result)
-    partial.replace(folder / _RESULT)  # the result file last: a reader never finds half of one
 
 
 def _load(folder: Path):
