@@ -10,7 +10,8 @@ the right thing the default and checks it before any GPU time is spent:
 1. `plan`: every option, OUT, the data and the model's config are checked (one-line UsageErrors, nothing
    written, no weights loaded); the chat template is chosen (template.py) and train/serve parity is
    proved on the data; rows are tokenized once with assistant masks and those longer than
-   --max-length are dropped and counted; one line states what will be trained.
+   --max-length are dropped and counted; one line states what will be trained. Under `accelerate
+   launch` one process reads and tokenizes, the others read its result (training/ranks.py).
 2. `build_trainer`: the student is loaded (fp32 weights, bf16 autocast on GPUs that have it), its
    generation config learns the end-of-turn token, and TRL's SFTTrainer is built on the tokenized
    rows: TRL turns the masks into labels (assistant tokens only) and then packs them best-fit,
@@ -36,7 +37,7 @@ from r1distill.distill.data import DataStats, load_conversations, tokenize
 from r1distill.training.template import Template, choose_template, end_of_turn_token, install, parity
 from r1distill.errors import UsageError
 from r1distill.training import model as student
-from r1distill.training import output
+from r1distill.training import output, ranks
 from r1distill.training.callbacks import MetricsLog, TrainProgress
 from r1distill.training.recipe import trainer_arguments
 from r1distill.training.card import model_card, template_section
@@ -96,9 +97,30 @@ def plan_run(cfg: SFTConfig) -> Plan:
     # Its config is fetched now: a Hub student that check() could not read offline is measured here, before the data.
     if problem := context.training_problem(cfg.model, cfg.max_length, "--max-length"):
         raise UsageError(problem)
-    conversations, kinds = load_conversations(cfg.input, cfg.split)
     student.check_lora_targets(cfg, model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    data, here = ranks.once(lambda: _prepare(cfg, tokenizer))
+    # The process that prepared the data installed the template in its tokenizer; the others do it now.
+    added = data.added if here else install(tokenizer, data.template)
+    return Plan(cfg, model_path, tokenizer, data.template, added, end_of_turn_token(tokenizer, data.template.text), data.parity,
+                data.train, data.eval, data.stats, checkpoint, started)
+
+
+@dataclass
+class _Prepared:
+    """What reading and tokenizing the data gives, made by one process and shared with the others (ranks.py)."""
+
+    template: Template
+    added: list[str]
+    parity: str
+    train: object
+    eval: object
+    stats: DataStats
+
+
+def _prepare(cfg: SFTConfig, tokenizer) -> _Prepared:
+    """Read the conversations, choose and install the template, prove parity and tokenize (UsageErrors on bad data)."""
+    conversations, kinds = load_conversations(cfg.input, cfg.split)
     template = choose_template(tokenizer, cfg.template, conversations, kinds)
     added = install(tokenizer, template)
     try:
@@ -108,7 +130,7 @@ def plan_run(cfg: SFTConfig) -> Plan:
     log.info(statement)
     train_rows, eval_rows, stats = tokenize(conversations, kinds, tokenizer, template.text, cfg.max_length, cfg.truncate, cfg.eval_fraction, cfg.seed)
     log.info(stats.line(cfg.max_length))
-    return Plan(cfg, model_path, tokenizer, template, added, end_of_turn_token(tokenizer, template.text), statement, train_rows, eval_rows, stats, checkpoint, started)
+    return _Prepared(template, added, statement, train_rows, eval_rows, stats)
 
 
 def build_trainer(plan: Plan):
@@ -148,7 +170,8 @@ def train(trainer, plan: Plan) -> None:
 
 
 def _record(plan: Plan, finished: dict | None) -> dict:
-    return {"settings": output.run_settings(plan.cfg), "started": plan.started.isoformat(), "template": plan.template.name, "finished": finished}
+    return {"settings": output.run_settings(plan.cfg), "started": plan.started.isoformat(), "processes": ranks.world_size(),
+            "template": plan.template.name, "finished": finished}
 
 
 def save(trainer, plan: Plan) -> SFTSummary:
@@ -181,6 +204,8 @@ included; system and user turns excluded), packing {"on" if plan.cfg.packing els
 
 
 def print_summary(summary: SFTSummary) -> None:
+    if not ranks.is_main_process():
+        return  # every rank of a launch has the same summary: one table is enough
     rows = [
         ("rows trained", f"{summary.stats.train_rows:,}"),
         ("dropped as too long" if not summary.stats.truncate else "cut at --max-length", f"{summary.stats.too_long:,}"),

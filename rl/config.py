@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from r1distill import context, requirements
 from r1distill.errors import UsageError
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS
 from r1distill.training import recipe
+from r1distill.training.ranks import world_size
 from r1distill.training.settings import TrainingSettings
 
 TEMPLATES = ("chat", "r1-zero")
@@ -150,10 +150,10 @@ class RLConfig(TrainingSettings):
             problems.append("--system applies to --template chat only; the r1-zero prompt is sent as it is")
         if self.num_generations < 2:
             problems.append(f"--num-generations must be at least 2 (GRPO's baseline is the group mean), got {self.num_generations}")
-        elif (self.batch_size * self.grad_accum * _world_size()) % self.num_generations:
+        elif (self.batch_size * self.grad_accum * world_size()) % self.num_generations:
             problems.append(
-                f"the global batch ({self.batch_size} x {self.grad_accum} x {_world_size()} device(s) = "
-                f"{self.batch_size * self.grad_accum * _world_size()} completions) must be a multiple of --num-generations "
+                f"the global batch ({self.batch_size} x {self.grad_accum} x {world_size()} device(s) = "
+                f"{self.batch_size * self.grad_accum * world_size()} completions) must be a multiple of --num-generations "
                 f"{self.num_generations}, so every group is complete; change --batch-size or --grad-accum"
             )
         for name in ("batch_size", "grad_accum", "max_completion_length", "logging_steps", "save_steps"):
@@ -192,10 +192,6 @@ class RLConfig(TrainingSettings):
                                           max_model_len=self.trl.get("vllm_max_model_length") if colocated else None,
                                           length_option="vllm_max_model_length")
 
-
-def _world_size() -> int:
-    """Training processes: `accelerate launch` and torchrun set WORLD_SIZE."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 # Settings that may change between the runs of one OUT: how long, how often, where to report.

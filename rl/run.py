@@ -16,7 +16,8 @@ what is optimised; the trainer is TRL's and this module only prepares what goes 
    TRL's GRPOConfig is built (one-line UsageErrors, nothing written, no weights loaded). The prompt is
    the R1-Zero text (raw, no template) or the model's chat template (r1distill's think-keeping one when
    the model's strips the reasoning); a template that closes the think block in its generation prompt
-   is refused while the format reward is on, since no completion could pass it.
+   is refused while the format reward is on, since no completion could pass it. Under `accelerate
+   launch` one process reads the prompts, the others read its result (training/ranks.py).
 2. `build_trainer`: the policy is loaded (fp32, bf16 autocast on GPUs that have it) and stops at its
    template's end-of-turn token; each rule is wrapped to score only the policy's completion
    (rewards.py); an optional sequence-classification reward model joins them. Meanwhile the
@@ -47,7 +48,7 @@ from r1distill.rl.data import PromptStats, load_prompt_set, trainer_rows
 from r1distill.rl.rewards import POLICY_COLUMNS, PolicyReward, Rollouts
 from r1distill.schema import ANSWER, THINK_CLOSE, THINK_OPEN
 from r1distill.training import model as policy
-from r1distill.training import output
+from r1distill.training import output, ranks
 from r1distill.training.callbacks import MetricsLog, TrainProgress
 from r1distill.training.recipe import trainer_arguments
 from r1distill.training.card import model_card, template_section
@@ -185,8 +186,7 @@ def plan_run(cfg: RLConfig) -> Plan:
     if problem := cfg.context_problem():
         raise UsageError(problem)
     needed = list(dict.fromkeys(c for rule in rules for c in rule.columns if c not in POLICY_COLUMNS))
-    rows, stats = load_prompt_set(cfg.input, cfg.split, needed, cfg.min_pass_rate, cfg.max_pass_rate)
-    log.info(stats.line())
+    (rows, stats), _ = ranks.once(lambda: _prompts(cfg, needed), timeout=int(cfg.trl.get("ddp_timeout", ranks.DDP_TIMEOUT)))
     policy.check_lora_targets(cfg, model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"  # GRPOTrainer generates from left-padded prompts
@@ -203,8 +203,14 @@ def plan_run(cfg: RLConfig) -> Plan:
         prefilled = tail.rstrip().endswith(THINK_OPEN)
         end_of_turn = turn_end_token(tokenizer, template.text)
     args = _grpo_config(cfg, weights)
-    return Plan(cfg, model_path, tokenizer, template, added, end_of_turn, prefilled, rules, weights,
-                trainer_rows(rows, cfg.template, cfg.system), stats, args, checkpoint, started)
+    return Plan(cfg, model_path, tokenizer, template, added, end_of_turn, prefilled, rules, weights, rows, stats, args, checkpoint, started)
+
+
+def _prompts(cfg: RLConfig, needed: list[str]) -> tuple[list[dict], PromptStats]:
+    """The trainer's rows and how the input became them (read by one process of a launch, ranks.py)."""
+    rows, stats = load_prompt_set(cfg.input, cfg.split, needed, cfg.min_pass_rate, cfg.max_pass_rate)
+    log.info(stats.line())
+    return trainer_rows(rows, cfg.template, cfg.system), stats
 
 
 def _check_reward_model(path: str) -> None:
@@ -281,7 +287,8 @@ def train(trainer, plan: Plan) -> None:
 
 def _record(plan: Plan, finished: dict | None) -> dict:
     template = plan.template.name if plan.template else "r1-zero"
-    return {"settings": output.run_settings(plan.cfg), "started": plan.started.isoformat(), "template": template, "finished": finished}
+    return {"settings": output.run_settings(plan.cfg), "started": plan.started.isoformat(), "processes": ranks.world_size(),
+            "template": template, "finished": finished}
 
 
 def save(trainer, plan: Plan) -> RLSummary:
@@ -330,6 +337,8 @@ truncated completions {"masked" if cfg.mask_truncated_completions else "kept"} i
 
 
 def print_summary(summary: RLSummary) -> None:
+    if not ranks.is_main_process():
+        return  # every rank of a launch has the same summary: one table is enough
     def shown(metrics: dict, key: str, digits: int = 3) -> str:
         value = metrics.get(key)
         return "-" if value is None else f"{value:.{digits}f}"
