@@ -97,7 +97,7 @@ def test_sft_on_two_processes_tokenizes_once_saves_once_and_resumes(tmp_path, ti
     # A bad row found by the process that reads the data: every rank says the one line and exits, none waits
     # for it or dies in a collective, and nothing is left in the cache.
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "No answer here."}]}])
-    result = _launch(tmp_path, "sft", str(bad), "-o", str(tmp_path / "bad"), "--model", str(tiny_model))
+    result = _launch(tmp_path, "sft", str(bad), "-o", str(tmp_path / "bad"), "--model", str(tiny_model), "--max-length", "64")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {bad}: row 0 of 'messages' has no assistant turn: there is nothing to train on"] * 2, result.stderr[-3000:]
     assert "RuntimeError" not in result.stderr and list(shared.iterdir()) == [] and not (tmp_path / "bad").exists()

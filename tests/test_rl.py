@@ -268,7 +268,7 @@ def _bad_configurations(tmp_path: Path, tiny_model: Path, tiny_think_model: Path
         ([str(good), *model, "--batch-size", "6", "--num-generations", "4"], "must be a multiple of --num-generations 4"),
         ([str(good), *model, "--reward", "vibes"], "--reward 'vibes' is unknown"),
         ([str(good), *model, "--reward", "accuracy=lots"], "the weight after '=' must be a number"),
-        ([str(good), *model, "--use-vllm"], "--use-vllm needs vLLM, which is not installed"),
+        ([str(good), *model, "--use-vllm"], "--use-vllm needs vllm, which is not installed"),
         ([str(good), "--model", str(closed)], "closes the think block"),
         ([str(no_answers), *model], "no 'answer' column, and the accuracy (or arithmetic) reward needs the gold answer"),
         ([str(good), *model, "--reward", "countdown"], "no column(s) numbers, target"),

@@ -286,7 +286,7 @@ def _bad_inputs(tmp_path: Path, tiny_model: Path) -> list[tuple[list[str], str]]
     (stranger / "notes.txt").write_text("mine")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("max_lenght: 1024\n")
-    model = ["--model", str(tiny_model)]
+    model = ["--model", str(tiny_model), "--max-length", "1024"]  # the tiny model has 2,048 positions
     return [
         ([str(no_messages), *model], "no 'messages' column"),
         ([str(no_assistant), *model], "row 1 of 'messages' has no assistant turn"),
