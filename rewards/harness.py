@@ -96,6 +96,9 @@ def main() -> int:
 
 if __name__ == "__main__":
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.__stdout__, sys.stderr):  # the program may have replaced sys.stdout
+        try:
+            stream.flush()
+        except Exception:
+            pass
     os._exit(code)
