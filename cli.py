@@ -27,7 +27,7 @@ from r1distill.distill.config import SFTConfig, read_recipe
 from r1distill.distill.config import TEMPLATES as SFT_TEMPLATES
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.eval.benchmarks import BENCHMARKS
-from r1distill.eval.config import EvalConfig
+from r1distill.eval.config import EVAL_CHECKS, EvalConfig
 from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
 from r1distill.generate.prompts import TEMPLATES
 from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
@@ -37,7 +37,7 @@ from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
 from r1distill.pipeline.run import RunConfig
 from r1distill.redact import redact_text, strip_controls
-from r1distill.synth.run import SynthConfig
+from r1distill.synth.run import SYNTH_TASKS, SynthConfig
 from r1distill.training.settings import REPORTERS, SCHEDULERS
 
 app = typer.Typer(
@@ -279,7 +279,7 @@ def sft(cfg: SFTConfig) -> None:
 @_stage_command(
     EvalConfig,
     argument="benchmark",
-    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": ACCURACY_MODES, "like": tuple(BENCHMARKS)},
+    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": EVAL_CHECKS, "like": tuple(BENCHMARKS)},
 )
 def eval_(cfg: EvalConfig) -> None:
     """Evaluate models on a reasoning benchmark: pass@k, maj@k and accuracy against thinking tokens.
@@ -329,9 +329,9 @@ def rl(cfg: RLConfig) -> None:
 
 
 @app.command()
-@_stage_command(SynthConfig, argument="task", choices={"task": TASKS})
+@_stage_command(SynthConfig, argument="task", choices={"task": SYNTH_TASKS})
 def synth(cfg: SynthConfig) -> None:
-    """Make a prompt table of a synthetic task with exact answers (countdown, arithmetic) for quick R1-Zero runs."""
+    """Make a prompt table of a synthetic task with exact answers (countdown, arithmetic) or tests (code) for quick R1-Zero runs."""
     from r1distill.synth.run import synth as run_synth
 
     with _edges(Path(cfg.output), "interrupted: nothing useful was written; rerun the same command"):

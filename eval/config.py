@@ -14,12 +14,12 @@ from r1distill import files
 from r1distill.errors import UsageError
 from r1distill.eval.benchmarks import BENCHMARKS
 from r1distill.generate.config import GenerateConfig, GenerationSettings
-from r1distill.rewards import ACCURACY_MODES
+from r1distill.rewards import ACCURACY_MODES, CodeSettings
 
 
 @dataclass(kw_only=True)
-class EvalConfig(GenerationSettings):
-    """Settings of one `r1distill eval` run (with generate's `GenerationSettings`)."""
+class EvalConfig(GenerationSettings, CodeSettings):
+    """Settings of one `r1distill eval` run (with generate's `GenerationSettings` and the code check's `CodeSettings`)."""
 
     benchmark: str | None = None
     """Benchmark: a short name (math500, aime24, aime25, amc23, gsm8k, gpqa-diamond), a local file or folder, or a Hub dataset id with problem and answer columns."""
@@ -44,7 +44,7 @@ class EvalConfig(GenerationSettings):
     limit: int | None = None
     """Evaluate only the first N problems."""
     accuracy: str | None = None
-    """Answer check: math (Math-Verify), choice (multiple-choice letters) or exact (string) [default: the short name's, else math]."""
+    """Answer check: math (Math-Verify), choice (multiple-choice letters), exact (string) or code (the response's program run against --tests-column) [default: the short name's, else math]."""
     group_by: list[str] = field(default_factory=list)
     """Column to break every metric down by (level, subject, source); repeat it."""
     timeout: float = 5.0
@@ -83,15 +83,15 @@ class EvalConfig(GenerationSettings):
 
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings."""
-        problems = []
+        problems = self.code_problems()
         if (self.benchmark is None) == (self.completions is None):
             problems.append("give a BENCHMARK to generate and score, or --completions TABLE to score, not both" if self.benchmark else "give a BENCHMARK (e.g. math500) or --completions TABLE")
         if self.benchmark is not None and self.benchmark not in BENCHMARKS and "/" not in self.benchmark and not Path(self.benchmark).exists():
             problems.append(f"unknown benchmark {self.benchmark!r}: not a short name ({', '.join(BENCHMARKS)}), a file or folder, or a Hub id like 'org/name'")
         if self.like is not None and self.like not in BENCHMARKS:
             problems.append(f"--like must be one of {', '.join(BENCHMARKS)}, got {self.like!r}")
-        if self.accuracy is not None and self.accuracy not in ACCURACY_MODES:
-            problems.append(f"--accuracy must be one of {', '.join(ACCURACY_MODES)}, got {self.accuracy!r}")
+        if self.accuracy is not None and self.accuracy not in EVAL_CHECKS:
+            problems.append(f"--accuracy must be one of {', '.join(EVAL_CHECKS)}, got {self.accuracy!r}")
         try:
             self.budgets()
         except UsageError as err:
@@ -137,6 +137,8 @@ class EvalConfig(GenerationSettings):
         return [problem for model in self.models if (problem := self.context_problem(model, tokens, option))]
 
 
+EVAL_CHECKS = (*ACCURACY_MODES, "code")
+"""The answer checks of --accuracy: the accuracy reward's modes, and the code reward."""
 # The generate settings an eval passes on unchanged (model, input, output and ids are eval's own).
 GENERATE_SETTINGS = tuple(f.name for f in dataclasses.fields(GenerationSettings)) + ("num_samples", "max_tokens", "command")
 RESULTS = "results.json"

@@ -152,7 +152,10 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
             failures += model_failures
         rows = pl.concat(parts, how="diagonal_relaxed")
     log.info("scoring %d samples (%s)", rows.height, mode)
-    with rewards.rule("accuracy", mode=mode, timeout=cfg.timeout, workers=cfg.workers) as accuracy:
+    if mode == "code" and cfg.tests_column not in rows.columns:
+        raise UsageError(f"--accuracy code: no column '{cfg.tests_column}' with the tests (columns: {', '.join(rows.columns)}); name it with --tests-column")
+    check = rewards.rule("code", **cfg.code_options(cfg.workers)) if mode == "code" else rewards.rule("accuracy", mode=mode, timeout=cfg.timeout, workers=cfg.workers)
+    with check as accuracy:
         scored = score(rows, accuracy, mode)
     results = _results(cfg, benchmark, budgets, scored, tokenizers, started)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from r1distill.rewards import stated_answer
 from r1distill.schema import FINISH_ERROR, PROMPT_ID, split_reasoning
 
 GENERATION_ERROR = "generation_error"
-UNVERIFIABLE = ("no_gold", "gold_unparseable")
+UNVERIFIABLE = ("no_gold", "gold_unparseable", "no_tests")
 
 
 def token_counter(tokenizer) -> Callable[[list[str]], list[int | None]]:
@@ -49,9 +49,11 @@ def score(rows: pl.DataFrame, accuracy, mode: str) -> pl.DataFrame:
     Votes are classes within one (model, budget, prompt_id), in sample order.
     """
     completions, finishes = rows["completion"].to_list(), rows["finish_reason"].to_list()
-    judged = accuracy.judge(completions, answer=rows["answer"].to_list(), finish_reason=finishes)
+    extra = {name: rows[name].to_list() for name in accuracy.columns if name in rows.columns and name not in ("answer", "finish_reason")}
+    judged = accuracy.judge(completions, answer=rows["answer"].to_list(), finish_reason=finishes, **extra)
     failed = [finish == FINISH_ERROR for finish in finishes]
-    verdicts = [GENERATION_ERROR if bad else j.verdict for j, bad in zip(judged, failed)]
+    # A program that passes every test is a correct sample in every metric.
+    verdicts = [GENERATION_ERROR if bad else ("correct" if j.verdict == "passed" else j.verdict) for j, bad in zip(judged, failed)]
     scores = [None if bad else j.score for j, bad in zip(judged, failed)]
     stated = [None if bad else stated_answer(c, f, mode) for c, f, bad in zip(completions, finishes, failed)]
     rows = rows.with_columns(

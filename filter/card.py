@@ -50,7 +50,7 @@ def funnel_stats(scored: pl.DataFrame, prompt_drops: pl.DataFrame, kept: dict[st
 
 
 # The verdicts that pass a check; every other one (a failure, or "cannot verify": timeout, no_gold...) does not.
-PASSING = frozenset({"correct", "ok", "consistent", "complete"})
+PASSING = frozenset({"correct", "ok", "consistent", "complete", "passed"})
 
 # What to change when most rows fail one check the same way: (check, verdict) -> advice.
 _HINTS = {

@@ -68,8 +68,8 @@ INPUT_KINDS = {
 INPUT_COLUMNS = tuple(INPUT_KINDS)
 
 @dataclass
-class FilterConfig:
-    """Settings of one `r1distill filter` run."""
+class FilterConfig(rewards.CodeSettings):
+    """Settings of one `r1distill filter` run (with the code check's `CodeSettings`)."""
 
     input: str
     """Trace table: a `r1distill generate` output folder, or any dataset with problem and completion columns."""
@@ -136,6 +136,7 @@ class FilterConfig:
             "language": {"language": self.language, "min_share": self.min_language_share},
             "length": {"min_tokens": self.min_tokens, "max_tokens": self.max_tokens},
             "repetition": {"max_ratio": self.max_repetition},
+            "code": self.code_options(self.workers),
         }
         return rewards.rule(check, **options.get(check, {}))
 
@@ -145,7 +146,7 @@ class FilterConfig:
 
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings."""
-        problems = []
+        problems = self.code_problems()
         unknown = [c for c in self.checks if c not in CHECKS]
         if unknown:
             problems.append(f"--check {unknown[0]!r} is unknown; use {', '.join(CHECKS)}")
@@ -211,7 +212,7 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
     """Run the filter stage (see the module docstring); the CLI and the Python API both call this."""
     started = datetime.now(timezone.utc)
     cfg.check()
-    source = _open(cfg.input, (cfg.accuracy_column,) if cfg.accuracy_column else ())
+    source = _open(cfg.input, ((cfg.accuracy_column,) if cfg.accuracy_column else ()) + ((cfg.tests_column,) if "code" in cfg.checks else ()))
     invalid = source.invalid_problems()
     if invalid and not cfg.skip_invalid:
         raise UsageError(
@@ -377,13 +378,13 @@ def _judge(rows: pl.DataFrame, rules: dict[str, rewards.Rule | rewards.Accuracy]
     """Scores and verdicts of every enabled check for one batch, and the first check each row fails."""
     completions = rows["completion"].fill_null("").to_list()
     # Each rule reads only the columns it names (answer, finish_reason, completion_tokens, the mode column).
-    names = ["answer", "finish_reason", "completion_tokens", *([cfg.accuracy_column] if cfg.accuracy_column else [])]
+    names = ["answer", "finish_reason", "completion_tokens", *([cfg.accuracy_column] if cfg.accuracy_column else []), *([cfg.tests_column] if "code" in cfg.checks else [])]
     columns = {name: rows[name].to_list() for name in names}
     judged: dict[str, list[rewards.Judgement]] = {}
     for check, reward in rules.items():
         try:
             judged[check] = reward.judge(completions, **columns)
-        except ValueError as err:  # a routing column naming an unknown accuracy mode
+        except ValueError as err:  # a routing column naming an unknown accuracy mode, tests in no known layout
             raise UsageError(f"{cfg.input}: {err}") from err
     failed = [None] * rows.height
     for check in cfg.checks:

@@ -22,6 +22,10 @@ Rules (options; columns read):
 - truncated: whether generation stopped by itself (finish_reason).
 - repetition: 1 - the word n-gram repetition ratio (n, max_ratio).
 
+- code: the response's last code block run against the row's tests in a sandbox (tests_column,
+  max_tests, cpu_seconds, all_or_nothing, allow_unsandboxed, workers; the tests column,
+  finish_reason). See code.py.
+
 Task rules (TASKS), for the synthetic tasks of `r1distill synth` (see tasks.py):
 - countdown: the equation reaches the target from the given numbers (numbers, target, finish_reason).
 - arithmetic: the integer answer is exact (answer, finish_reason).
@@ -34,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from r1distill.rewards.accuracy import ACCURACY_MODES, Accuracy, judge_choice, judge_exact, stated_answer
+from r1distill.rewards.code import CodeReward, CodeSettings
 from r1distill.rewards.rules import (
     FORMAT_LAYOUTS,
     LANGUAGE_SCRIPTS,
@@ -48,7 +53,7 @@ from r1distill.rewards.text import Judgement, answer_region, completion_text, ex
 from r1distill.rewards.verify import VerifierPool
 
 __all__ = [
-    "ACCURACY_MODES", "FORMAT_LAYOUTS", "LANGUAGE_SCRIPTS", "RULES", "TASKS", "Accuracy", "Judgement", "Rule", "VerifierPool",
+    "ACCURACY_MODES", "CodeReward", "CodeSettings", "FORMAT_LAYOUTS", "LANGUAGE_SCRIPTS", "RULES", "TASKS", "Accuracy", "Judgement", "Rule", "VerifierPool",
     "answer_region", "completion_text", "extract_final_answer", "judge_arithmetic", "judge_choice", "judge_countdown",
     "judge_exact", "judge_format", "judge_language", "judge_length", "judge_repetition", "judge_truncated", "rule",
     "split_thinking", "stated_answer",
@@ -65,7 +70,7 @@ _JUDGES: dict[str, tuple[Callable[..., list[Judgement]], tuple[str, ...]]] = {
     "arithmetic": (judge_arithmetic, ("answer", "finish_reason")),
 }
 TASKS = ("countdown", "arithmetic")
-RULES = ("accuracy", *(name for name in _JUDGES if name not in TASKS))
+RULES = ("accuracy", *(name for name in _JUDGES if name not in TASKS), "code")
 
 
 class Rule:
@@ -100,18 +105,18 @@ class Rule:
         return f"rule({', '.join([repr(self.name)] + [f'{k}={v!r}' for k, v in self.options.items()])})"
 
 
-def rule(name: str, **options: Any) -> Rule | Accuracy:
+def rule(name: str, **options: Any) -> Rule | Accuracy | CodeReward:
     """The rule `name` with `options` bound (see the module docstring); raises ValueError on a bad name,
     an unknown option or a bad option value.
 
     >>> rule("length", max_tokens=3)(["a b c d"], max_tokens=[100], completion_tokens=[None])
     [0.0]
     """
-    if name == "accuracy":
+    if name in ("accuracy", "code"):
         try:
-            return Accuracy(**options)
+            return Accuracy(**options) if name == "accuracy" else CodeReward(**options)
         except TypeError as err:  # an unknown keyword
-            raise ValueError(f"rule 'accuracy': {err}") from err
+            raise ValueError(f"rule {name!r}: {err}") from err
     if name not in _JUDGES:
         raise ValueError(f"unknown rule {name!r}; use one of {', '.join(RULES + TASKS)}")
     judge, columns = _JUDGES[name]

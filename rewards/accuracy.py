@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from r1distill.rewards.code import extract_code
 from r1distill.rewards.text import Judgement, aligned_rows, answer_region, completion_text, extract_final_answer, normalize_answer
 from r1distill.rewards.verify import CORRECT, GOLD_UNPARSEABLE, INCORRECT, NO_ANSWER, NO_GOLD, VerifierPool
 
@@ -120,7 +121,7 @@ def stated_answer(completion: str, finish_reason: str | None = None, mode: str =
     r"""The final answer a completion states, read as `mode` reads it, from `answer_region` only; None if none.
 
     math: the last \boxed{} or <answer> block, else the response's last number (Math-Verify reads plain
-    text too); choice: the letter picked; exact: what `judge_exact` compares. eval's majority vote
+    text too); choice: the letter picked; exact: what `judge_exact` compares; code: the program run. eval's majority vote
     groups samples by these.
 
     >>> stated_answer("<think>\nhm\n</think>\n\nSo \\boxed{\\frac{1}{2}}."), stated_answer("<think>\nhm\n</think>\n\nShe pays 1,250 dollars.")
@@ -133,6 +134,8 @@ def stated_answer(completion: str, finish_reason: str | None = None, mode: str =
         return _chosen_letter(region)
     if mode == "exact":
         return _exact_stated(region) or None
+    if mode == "code":
+        return extract_code(region)
     stated = extract_final_answer(region)
     if stated is None and (numbers := _NUMBER.findall(region)):
         stated = numbers[-1].rstrip(",")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from r1distill import context, requirements
 from r1distill.errors import UsageError
-from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS
+from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS, CodeSettings
 from r1distill.training import recipe
 from r1distill.training.ranks import world_size
 from r1distill.training.settings import TrainingSettings
@@ -28,8 +28,8 @@ REWARDS = RULES + TASKS
 
 
 @dataclass
-class RLConfig(TrainingSettings):
-    """Settings of one `r1distill rl` run."""
+class RLConfig(TrainingSettings, CodeSettings):
+    """Settings of one `r1distill rl` run (with the code reward's `CodeSettings`)."""
 
     input: str
     """Prompts: a prompt table (problem, answer), a `r1distill filter` output (with pass rates) or a `generate` output; a Hub dataset id too."""
@@ -125,7 +125,7 @@ class RLConfig(TrainingSettings):
 
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings (the prompts and model are checked later)."""
-        problems = self.shared_problems(self.output, self.lr_scheduler)
+        problems = self.shared_problems(self.output, self.lr_scheduler) + self.code_problems()
         for name, value, allowed in (("template", self.template, TEMPLATES), ("accuracy", self.accuracy, ACCURACY_MODES),
                                      ("language", self.language, tuple(LANGUAGE_SCRIPTS)), ("loss-type", self.loss_type, LOSS_TYPES),
                                      ("scale-rewards", self.scale_rewards, SCALE_REWARDS), ("vllm-mode", self.vllm_mode, VLLM_MODES)):

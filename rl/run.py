@@ -157,6 +157,7 @@ def _rules(cfg: RLConfig) -> tuple[list, list[float]]:
         "format": {"lenient": cfg.lenient_format, "layout": "r1-zero" if cfg.template == "r1-zero" else "r1"},
         "language": {"language": cfg.language},
         "length": {"max_tokens": cfg.length_max_tokens},
+        "code": cfg.code_options(),
     }
     rules, weights = [], []
     for name, weight in cfg.reward_weights():

@@ -15,6 +15,11 @@ table row (`id`, `problem`, `answer`, as `generate` and `rl` read it) plus what 
   operands up to `--max-number` whose `answer` is its exact value (`--difficulty 1 --max-number 9`
   is within reach of a 135M model).
 
+- code: a small function-writing problem ("write `f(xs)` that returns the sum of the elements of xs
+  above 7") whose `tests` column holds, as JSON text, TACO's call-based layout `{"inputs": [[xs],
+  ...], "outputs": [...], "fn_name": "f"}`, and whose `answer` is a reference solution; the code
+  check (`--check code`, `--reward code`, `--accuracy code`) runs a response's program against it.
+
 The problems end without a period: the R1-Zero prompt puts one after them. The same seed makes the
 same file.
 """
@@ -31,13 +36,26 @@ from r1distill.errors import UsageError
 from r1distill.rewards import TASKS
 from r1distill.schema import stable_id
 
+SYNTH_TASKS = (*TASKS, "code")
+CODE_TESTS = 6
+"""Tests per code problem."""
+# (what f returns, given K, the reference body); each f takes a list of integers xs.
+_CODE_TEMPLATES = (
+    ("the sum of the elements of xs greater than {k}", "return sum(x for x in xs if x > {k})"),
+    ("the number of elements of xs divisible by {k}", "return sum(1 for x in xs if x % {k} == 0)"),
+    ("the largest element of xs plus {k}, or {k} if xs is empty", "return max(xs) + {k} if xs else {k}"),
+    ("xs with every element multiplied by {k}, in the same order", "return [x * {k} for x in xs]"),
+    ("the elements of xs smaller than {k}, sorted in increasing order", "return sorted(x for x in xs if x < {k})"),
+    ("the sum of the first {k} elements of xs (all of them if xs is shorter)", "return sum(xs[:{k}])"),
+)
+
 
 @dataclass
 class SynthConfig:
     """Settings of one `r1distill synth` run."""
 
     task: str
-    """Task to make: countdown or arithmetic."""
+    """Task to make: countdown, arithmetic or code."""
     output: str = field(metadata={"flags": ("--output", "-o")})
     """Output file, .jsonl or .parquet."""
     n: int = field(default=1000, metadata={"flags": ("-n", "--num")})
@@ -54,8 +72,8 @@ class SynthConfig:
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings."""
         problems = []
-        if self.task not in TASKS:
-            problems.append(f"TASK must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task not in SYNTH_TASKS:
+            problems.append(f"TASK must be one of {', '.join(SYNTH_TASKS)}, got {self.task!r}")
         if self.n < 1:
             problems.append(f"-n must be at least 1, got {self.n}")
         if not 3 <= self.numbers <= 6:
@@ -101,6 +119,22 @@ def arithmetic(rng: random.Random, operations: int, largest: int = 99) -> dict:
     return {"problem": f"Compute {text}", "answer": str(value), "difficulty": operations}
 
 
+def code(rng: random.Random, largest: int = 99) -> dict:
+    """One function-writing problem with call-based tests (fn_name f) and a reference solution."""
+    returns, body = rng.choice(_CODE_TEMPLATES)
+    k = rng.randint(1, 9)
+    solution = f"def f(xs):\n    {body.format(k=k)}\n"
+    namespace: dict = {}
+    exec(solution, namespace)  # our own template, never model output: the expected outputs come from it
+    inputs = [[[rng.randint(-largest, largest) for _ in range(rng.randint(0, 8))]] for _ in range(CODE_TESTS)]
+    tests = {"inputs": inputs, "outputs": [namespace["f"](*args) for args in inputs], "fn_name": "f"}
+    problem = (
+        f"Write a Python function `f(xs)` that takes a list of integers xs and returns {returns.format(k=k)}. "
+        "Give the complete function in a ```python code block"
+    )
+    return {"problem": problem, "answer": solution, "tests": json.dumps(tests)}
+
+
 def _expression(rng: random.Random, operations: int, largest: int) -> tuple[str, int]:
     if operations == 0:
         n = rng.randint(1, largest)
@@ -123,7 +157,10 @@ def synth(cfg: SynthConfig) -> int:
     rng = random.Random(cfg.seed)
     rows: dict[str, dict] = {}
     for _ in range(cfg.n * 20):
-        row = countdown(rng, cfg.numbers, cfg.max_number) if cfg.task == "countdown" else arithmetic(rng, cfg.difficulty, cfg.max_number)
+        if cfg.task == "code":
+            row = code(rng, cfg.max_number)
+        else:
+            row = countdown(rng, cfg.numbers, cfg.max_number) if cfg.task == "countdown" else arithmetic(rng, cfg.difficulty, cfg.max_number)
         rows.setdefault(stable_id(row["problem"]), row)
         if len(rows) == cfg.n:
             break

@@ -423,7 +423,7 @@ COLUMNS = {
 
 
 def test_registry_names_every_reward():
-    assert RULES == ("accuracy", "format", "language", "length", "truncated", "repetition")
+    assert RULES == ("accuracy", "format", "language", "length", "truncated", "repetition", "code")
     with pytest.raises(ValueError, match="unknown rule"):
         rule("vibes")
     with pytest.raises(ValueError, match="no option 'language'"):
