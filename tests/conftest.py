@@ -161,3 +161,55 @@ def small_disk(tmp_path):
         pytest.fail("the full-disk tests mount a tmpfs and need root, as CI has")
     yield path, lambda options: subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
     subprocess.run(["umount", "-l", str(path)])
+
+
+SCRIPTED_THINKING = "Two plus two makes four."
+SCRIPTED_ANSWER = "So the answer is \\boxed{4}"
+
+
+@pytest.fixture(scope="session")
+def tiny_scripted_model(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny Llama that vLLM's CPU attention takes (head_dim 64) and that, after a prompt ending in
+    "<think>\\n" (its template pre-fills it), writes SCRIPTED_THINKING</think>SCRIPTED_ANSWER and stops,
+    at any temperature: a wrong engine setting (dtype, weights, template) shows as another text.
+
+    The layers add nothing (o_proj and down_proj zero), so the logits depend on the last token only:
+    each token of the script points to the next one, every other token to the end-of-turn token.
+    <think> and </think> are tokens of their own, as vLLM's deepseek_r1 reasoning parser needs.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    tokenizer.add_tokens(["<think>", "</think>"])
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+    )
+    chain = tokenizer("<think>\n", add_special_tokens=False)["input_ids"][-1:]
+    chain += tokenizer(f"{SCRIPTED_THINKING}</think>{SCRIPTED_ANSWER}", add_special_tokens=False)["input_ids"]
+    assert len(set(chain)) == len(chain), "a token used twice would end the script early"
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed, head = model.model.embed_tokens.weight, model.lm_head.weight
+        embed.zero_()
+        head.zero_()
+        other = config.hidden_size - 1
+        embed[:, other] = 1.0
+        head[tokenizer.eos_token_id, other] = 10.0
+        for slot, (token, following) in enumerate(zip(chain, chain[1:] + [tokenizer.eos_token_id])):
+            embed[token].zero_()
+            embed[token, slot] = 1.0
+            head[following, slot] = 10.0
+    target = tmp_path_factory.mktemp("tiny-scripted")
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
