@@ -206,24 +206,15 @@ def grpo(work: Path, model: str, size: Size) -> Row:
     from r1distill.rl.config import RLConfig
     from r1distill.rl.run import build_trainer, plan_run
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from rl_rewards import time_rewards  # the same timing of each reward call as the CPU benchmark
+
     prompts = problems(work / "rl.jsonl", size.rl_batch * size.rl_steps)
     cfg = RLConfig(str(prompts), str(work / "rl"), model=model, rewards=["accuracy", "format"], num_generations=8, batch_size=size.rl_batch,
                    max_completion_length=size.rl_tokens, max_steps=size.rl_steps, save_steps=10**6)
     plan = plan_run(cfg)
     trainer = build_trainer(plan)
-    spent = [0.0]
-
-    def timed(reward: Callable) -> Callable:
-        def call(**kwargs):
-            started = time.perf_counter()
-            try:
-                return reward(**kwargs)
-            finally:
-                spent[0] += time.perf_counter() - started
-        call.__name__ = reward.__name__
-        return call
-
-    trainer.reward_funcs = [timed(r) for r in trainer.reward_funcs]
+    spent = time_rewards(trainer)
     started = time.perf_counter()
     try:
         trainer.train()

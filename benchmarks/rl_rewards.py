@@ -106,6 +106,24 @@ def naive_rewards(pairs: list[tuple[str, str]], epochs: int) -> tuple[list[float
     return _timed_epochs(pairs, epochs, score)
 
 
+def time_rewards(trainer) -> list[float]:
+    """Wrap the trainer's reward functions so that each call's seconds add up in the returned one-item list."""
+    spent = [0.0]
+
+    def timed(reward: Callable) -> Callable:
+        def call(**kwargs):
+            started = time.perf_counter()
+            try:
+                return reward(**kwargs)
+            finally:
+                spent[0] += time.perf_counter() - started
+        call.__name__ = reward.__name__
+        return call
+
+    trainer.reward_funcs = [timed(r) for r in trainer.reward_funcs]
+    return spent
+
+
 def step_share(data: Path, steps: int) -> tuple[float, float, float]:
     """(seconds per GRPO step, seconds in rewards per step, mean completion tokens) of a real CPU run with a
     2-layer random Llama on MATH-500 prompts, rewards accuracy + format + language."""
@@ -127,19 +145,7 @@ def step_share(data: Path, steps: int) -> tuple[float, float, float]:
         cfg = RLConfig(str(data), str(work / "out"), model=str(work / "tiny"), rewards=["accuracy", "format", "language"], num_generations=GENERATIONS,
                        batch_size=16, max_completion_length=256, max_steps=steps, save_steps=10**6)
         trainer = build_trainer(plan := plan_run(cfg))
-        spent = [0.0]
-
-        def timed(reward):
-            def call(**kwargs):
-                started = time.perf_counter()
-                try:
-                    return reward(**kwargs)
-                finally:
-                    spent[0] += time.perf_counter() - started
-            call.__name__ = reward.__name__
-            return call
-
-        trainer.reward_funcs = [timed(r) for r in trainer.reward_funcs]
+        spent = time_rewards(trainer)
         started = time.perf_counter()
         trainer.train()
         elapsed = time.perf_counter() - started

@@ -27,37 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks" / "math500_test.jsonl"
-
-
-def _rows(data: Path, count: int) -> list[dict]:
-    from r1distill.schema import r1_layout
-
-    rows = []
-    for line in data.read_text(encoding="utf-8").splitlines()[:count]:
-        record = json.loads(line)
-        answer = r1_layout(record["solution"], f"The answer is $\\boxed{{{record['answer']}}}$.")
-        rows.append({"messages": [{"role": "user", "content": record["problem"]}, {"role": "assistant", "content": answer}]})
-    return rows
-
-
-def _tiny_student(folder: Path, hidden: int, layers: int) -> str:
-    """A random Llama of the given size with SmolLM2's real tokenizer (from the embedded model's folder)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from r1distill.models import resolve
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve("smollm2-135m"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 64), max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sft_packing import DEFAULT_DATA, _rows, _tiny_student  # noqa: E402  (the same rows and student as the packing benchmark)
 
 
 def _launcher(processes: int) -> list[str]:
