@@ -33,6 +33,7 @@ from r1distill.generate.prompts import TEMPLATES
 from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
 from r1distill.report.config import ReportConfig
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
+from r1distill.rewards.judge import JUDGE_BACKENDS, JUDGE_WHEN
 from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
 from r1distill.pipeline.run import RunConfig
@@ -235,7 +236,7 @@ def generate(cfg: GenerateConfig) -> None:
     argument="input",
     choices={
         "checks": CHECKS, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS), "dedup": DEDUP_MODES,
-        "no_think": NO_THINK_STYLES,
+        "no_think": NO_THINK_STYLES, "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN,
     },
 )
 def filter_(cfg: FilterConfig) -> None:

@@ -57,7 +57,7 @@ def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config
             continue
         assert docs.get(field.name), f"{config.__name__}.{field.name} has no doc"
         assert " ".join(docs[field.name].split()) in help_text, field.name
-        lists = ("checks", "base_urls", "decontaminate", "lora_target_modules", "report_to", "models", "group_by", "compare", "inputs")
+        lists = ("checks", "base_urls", "decontaminate", "lora_target_modules", "report_to", "models", "group_by", "compare", "inputs", "judge_base_urls")
         if field.name not in ("input", "output", *lists) and field.default not in (None, False):
             # A switch on by default is an --x/--no-x pair, whose default Click names by the switch.
             shown = field.name if field.default is True else field.default
@@ -67,7 +67,7 @@ def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config
 
 def test_fixed_choices_and_list_defaults_are_shown():
     help_text = " ".join(runner.invoke(app, ["filter", "--help"], env={"COLUMNS": "400"}).output.split())
-    assert "Choices: accuracy, format, language, length, truncated, repetition." in help_text
+    assert "Choices: accuracy, format, language, length, truncated, repetition, judge." in help_text
     assert "[default: accuracy, format, language, truncated, repetition]" in help_text
     assert "Choices: math, choice, exact." in help_text and "Choices: en, zh, ja, ko, ru, ar." in help_text
     generate_help = " ".join(runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "400"}).output.split())

@@ -1,0 +1,172 @@
+"""The LLM judge against the local fake OpenAI server, scripted to answer as a judge (its `reply` hook):
+which rows go to it, its cache, an unparseable reply, server faults, secrets, bad options.
+
+    PYTHONPATH=.. python -m pytest tests/test_judge.py -q
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from conftest import assert_usage_error, write_jsonl
+from fake_openai import FakeOpenAI
+from r1distill.cli import app
+from r1distill.filter.run import FilterConfig, filter_traces
+from r1distill.rewards.judge import CACHE_FILE, JUDGE_PROMPT
+
+API_KEY = "sk-judge-planted-key-0123456789"
+PROBLEM = "Which city is the capital of France, in a word?"
+
+
+def _verdict(prompt: str) -> str:
+    """A judge that reads the final answer shown to it: Paris is right, [[offformat]] gets a reply with no verdict line."""
+    answer = prompt.split("## Final answer", 1)[1].split("Explain in", 1)[0]
+    if "[[offformat]]" in prompt:
+        return "I am not sure about this one."
+    return "The answers name the same city.\nVERDICT: CORRECT" if "Paris" in answer else "They differ.\nVERDICT: INCORRECT"
+
+
+@pytest.fixture
+def judge_server():
+    server = FakeOpenAI(reply=_verdict).start()
+    yield server
+    server.stop()
+
+
+def _row(i: int, gold: str, response: str, problem: str = PROBLEM) -> dict:
+    reasoning = "We recall the capital of France. It is Paris, and Paris is certain."
+    return {
+        "id": f"p{i}:0", "prompt_id": f"p{i}", "sample": 0, "problem": f"{problem} ({i})", "answer": gold,
+        "completion": f"<think>\n{reasoning}\n</think>\n\n{response}", "finish_reason": "stop", "completion_tokens": 30,
+    }
+
+
+def _traces(tmp_path: Path, extra: list[dict] = ()) -> Path:
+    rows = [
+        _row(0, "4", "So \\boxed{4}."),  # the rule decides: correct
+        _row(1, "4", "So \\boxed{5}."),  # the rule decides: incorrect
+        _row(2, "Paris", "The capital is Paris."),  # math cannot read the gold "Paris": the judge says correct
+        _row(3, "Paris", "The capital is Lyon."),  # same, the judge says incorrect
+        *extra,
+    ]
+    return write_jsonl(tmp_path / "traces.jsonl", rows)
+
+
+def _cfg(tmp_path: Path, server: FakeOpenAI, out: str = "out", **changes) -> FilterConfig:
+    return FilterConfig(
+        input=str(changes.pop("input", tmp_path / "traces.jsonl")), output=str(tmp_path / out), checks=["judge", "format"], dedup="none",
+        judge_model="judge-model", judge_base_urls=[server.url], judge_retry_delay=0.01, **changes,
+    )
+
+
+def _scored(out: Path) -> dict[str, str]:
+    scored = pl.read_parquet(out / "scored")
+    return dict(zip(scored["id"].to_list(), scored["judge_verdict"].to_list()))
+
+
+def test_only_rows_the_rules_cannot_decide_go_to_the_judge(tmp_path, judge_server):
+    _traces(tmp_path)
+    summary = filter_traces(_cfg(tmp_path, judge_server))
+    assert len(judge_server.requests) == 2  # p2 and p3 only (the preflight is counted apart)
+    prompts = [r["body"]["messages"][0]["content"] for r in judge_server.requests]
+    assert all("We recall" not in p for p in prompts)  # never the thinking
+    assert _scored(tmp_path / "out") == {"p0:0": "correct", "p1:0": "incorrect", "p2:0": "judge_correct", "p3:0": "judge_incorrect"}
+    assert summary.kept == 2
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["decided_by"] == {"rule": 2, "judge": 2, "neither": 0}
+    assert "decided by the rules / the judge / neither | 2 / 2 / 0" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_always_sends_every_row_and_a_rerun_asks_nothing_twice(tmp_path, judge_server):
+    _traces(tmp_path)
+    filter_traces(_cfg(tmp_path, judge_server, judge_when="always"))
+    assert len(judge_server.requests) == 4
+    assert _scored(tmp_path / "out")["p0:0"] == "judge_incorrect"  # the judge's word counts where it was asked
+    # A rerun into a new folder holding the first run's cache (a crashed run leaves only the cache).
+    (tmp_path / "again").mkdir()
+    (tmp_path / "out" / CACHE_FILE).rename(tmp_path / "again" / CACHE_FILE)
+    filter_traces(_cfg(tmp_path, judge_server, out="again", judge_when="always"))
+    assert len(judge_server.requests) == 4 and len(judge_server.preflights) == 1
+    assert _scored(tmp_path / "again") == _scored(tmp_path / "out")
+    assert len((tmp_path / "again" / CACHE_FILE).read_text().splitlines()) == 4
+
+
+def test_a_reply_off_the_verdict_format_is_unparseable_never_a_guess(tmp_path, judge_server):
+    _traces(tmp_path, [_row(4, "Paris", "Paris it is.", problem="[[offformat]] Which city?")])
+    filter_traces(_cfg(tmp_path, judge_server))
+    assert _scored(tmp_path / "out")["p4:0"] == "judge_unparseable"
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["decided_by"]["neither"] == 1
+
+
+def test_server_faults_are_retried(tmp_path, judge_server):
+    _traces(tmp_path, [_row(4, "Paris", "Paris it is.", problem="[[500x2]] Which city?")])
+    filter_traces(_cfg(tmp_path, judge_server))
+    assert _scored(tmp_path / "out")["p4:0"] == "judge_correct"
+    assert len(judge_server.requests) == 5  # two 500s, then the answer, and p2, p3
+
+
+def test_a_judge_that_keeps_failing_fails_the_run_and_keeps_the_verdicts_made(tmp_path, judge_server):
+    _traces(tmp_path, [_row(4, "Paris", "Paris it is.", problem="[[fail]] Which city?")])
+    runner = CliRunner()
+    args = ["filter", str(tmp_path / "traces.jsonl"), "-o", str(tmp_path / "out"), "--check", "judge", "--judge-model", "j",
+            "--judge-base-url", judge_server.url, "--dedup", "none", "--judge-max-retries", "1", "--judge-retry-delay", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "judge requests failed" in result.stderr, result.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [CACHE_FILE]  # the two verdicts made are kept
+    asked = len(judge_server.requests)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert len(judge_server.requests) - asked == 2  # only the failing row is asked again (1 + 1 retry)
+
+
+def test_no_key_in_any_output(tmp_path, judge_server, monkeypatch):
+    monkeypatch.setenv("JUDGE_API_KEY", API_KEY)
+    _traces(tmp_path)
+    result = CliRunner().invoke(app, ["filter", str(tmp_path / "traces.jsonl"), "-o", str(tmp_path / "out"), "--check", "judge",
+                                      "--judge-model", "j", "--judge-base-url", judge_server.url, "--judge-api-key-env", "JUDGE_API_KEY"])
+    assert result.exit_code == 0, result.output
+    assert {r["authorization"] for r in judge_server.requests} == {f"Bearer {API_KEY}"}  # it was sent
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(written) >= 4 and not [p for p in written if API_KEY.encode() in p.read_bytes()]
+    assert API_KEY not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--check", "judge"], "needs --judge-model"),
+        (["--check", "judge", "--judge-model", "j"], "needs --judge-base-url"),
+        (["--check", "judge", "--judge-model", "j", "--judge-base-url", "ftp://x"], "must start with http://"),
+        (["--check", "judge", "--judge-model", "j", "--judge-base-url", "http://x/v1", "--judge-api-key-env", "HF_TOKEN"], "--judge-api-key-env HF_TOKEN"),
+        (["--check", "judge", "--judge-model", "j", "--judge-base-url", "http://x/v1", "--judge-when", "often"], "--judge-when must be one of"),
+        (["--check", "judge", "--judge-model", "j", "--judge-backend", "vllm"], "--judge-backend must be"),
+        (["--check", "judge", "--check", "accuracy", "--judge-model", "j", "--judge-base-url", "http://x/v1"], "drop --check accuracy"),
+        (["--judge-model", "j"], "need the judge check"),
+    ],
+)
+def test_bad_judge_options_are_one_line(tmp_path, args, message):
+    _traces(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["filter", str(tmp_path / "traces.jsonl"), "-o", str(out), *args])
+    assert_usage_error(result, message, out)
+
+
+def test_a_wrong_judge_key_is_one_line_before_anything_is_written(tmp_path):
+    server = FakeOpenAI(refusal="Incorrect API key provided").start()
+    try:
+        _traces(tmp_path)
+        out = tmp_path / "out"
+        result = CliRunner().invoke(app, ["filter", str(tmp_path / "traces.jsonl"), "-o", str(out), "--check", "judge",
+                                          "--judge-model", "j", "--judge-base-url", server.url])
+        assert_usage_error(result, "judge: --judge-base-url", out)
+    finally:
+        server.stop()
+
+
+def test_the_prompt_asks_for_the_verdict_line_it_parses():
+    assert "VERDICT: CORRECT" in JUDGE_PROMPT and "VERDICT: INCORRECT" in JUDGE_PROMPT
