@@ -280,7 +280,8 @@ def sft(cfg: SFTConfig) -> None:
 @_stage_command(
     EvalConfig,
     argument="benchmark",
-    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": ACCURACY_MODES, "like": tuple(BENCHMARKS)},
+    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": (*ACCURACY_MODES, "judge"), "like": tuple(BENCHMARKS),
+             "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN},
 )
 def eval_(cfg: EvalConfig) -> None:
     """Evaluate models on a reasoning benchmark: pass@k, maj@k and accuracy against thinking tokens.

@@ -50,7 +50,7 @@ def _traces(tmp_path: Path, extra: list[dict] = ()) -> Path:
     rows = [
         _row(0, "4", "So \\boxed{4}."),  # the rule decides: correct
         _row(1, "4", "So \\boxed{5}."),  # the rule decides: incorrect
-        _row(2, "Paris", "The capital is Paris."),  # math cannot read the gold "Paris": the judge says correct
+        _row(2, "Paris", "The capital is Paris."),  # no number to read as math: the judge says correct
         _row(3, "Paris", "The capital is Lyon."),  # same, the judge says incorrect
         *extra,
     ]
@@ -170,3 +170,34 @@ def test_a_wrong_judge_key_is_one_line_before_anything_is_written(tmp_path):
 
 def test_the_prompt_asks_for_the_verdict_line_it_parses():
     assert "VERDICT: CORRECT" in JUDGE_PROMPT and "VERDICT: INCORRECT" in JUDGE_PROMPT
+
+
+def test_eval_reports_rule_judge_both_and_any_correct_and_the_disagreements(tmp_path, judge_server):
+    from r1distill.eval.config import EvalConfig
+    from r1distill.eval.run import evaluate
+
+    _traces(tmp_path)  # rules: p0 correct, p1 incorrect; the judge says p0 incorrect ("4" is not Paris), p2 correct, p3 incorrect
+    cfg = EvalConfig(completions=str(tmp_path / "traces.jsonl"), output=str(tmp_path / "eval"), accuracy="judge", judge_model="j",
+                     judge_base_urls=[judge_server.url], judge_when="always", judge_retry_delay=0.01)
+    results = evaluate(cfg).results
+    found = results["models"][0]["metrics"]
+    assert found["pass@1"] == 0.25  # the judge's word: only p2
+    judged = found["judge"]
+    assert (judged["rule_correct"], judged["judge_correct"], judged["both_correct"], judged["any_correct"]) == (0.25, 0.25, 0.0, 0.5)
+    assert judged["disagreements"] == 1 and judged["disagreeing_samples"][0]["prompt_id"] == "p0"
+    assert judged["judge_decided"] == 4 and results["settings"]["judge"]["when"] == "always"
+    samples = pl.read_parquet(tmp_path / "eval" / "samples.parquet")
+    assert samples.filter(pl.col("prompt_id") == "p2")["rule_verdict"].to_list() == ["no_answer"]
+    # The default asks only about the undecided rows; a rerun in the same folder asks nothing.
+    asked = len(judge_server.requests)
+    cfg.judge_when = "unverifiable"
+    found = evaluate(cfg).results["models"][0]["metrics"]
+    assert len(judge_server.requests) == asked  # p2 and p3 are cached from the first run
+    assert found["pass@1"] == 0.5 and found["judge"]["rule_decided"] == 2 and found["judge"]["disagreements"] == 0
+
+
+def test_eval_judge_options_are_checked(tmp_path):
+    _traces(tmp_path)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "--completions", str(tmp_path / "traces.jsonl"), "-o", str(out), "--accuracy", "judge"])
+    assert_usage_error(result, "needs --judge-model", out)
