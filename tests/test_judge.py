@@ -201,3 +201,18 @@ def test_eval_judge_options_are_checked(tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, ["eval", "--completions", str(tmp_path / "traces.jsonl"), "-o", str(out), "--accuracy", "judge"])
     assert_usage_error(result, "needs --judge-model", out)
+
+
+def test_the_report_counts_who_decided_and_shows_the_disagreements(tmp_path, judge_server):
+    from r1distill.eval.config import EvalConfig
+    from r1distill.eval.run import evaluate
+    from r1distill.report import ReportConfig, report
+
+    _traces(tmp_path)
+    filter_traces(_cfg(tmp_path, judge_server))
+    evaluate(EvalConfig(completions=str(tmp_path / "traces.jsonl"), output=str(tmp_path / "eval"), accuracy="judge", judge_model="j",
+                        judge_base_urls=[judge_server.url], judge_when="always", judge_retry_delay=0.01))
+    text = report(ReportConfig([str(tmp_path / "out"), str(tmp_path / "eval")], str(tmp_path / "report.html"))).read_text()
+    assert "Judge check decided by" in text and "correct by either" in text
+    disagreements = text.split("Rules and judge disagree", 1)[1].split("</table>", 1)[0]
+    assert "p0" in disagreements and "judge_incorrect" in disagreements and "p2" not in disagreements
