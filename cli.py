@@ -311,7 +311,7 @@ def eval_(cfg: EvalConfig) -> None:
     choices={
         "rewards": rl_config.REWARDS, "template": rl_config.TEMPLATES, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS),
         "loss_type": rl_config.LOSS_TYPES, "scale_rewards": rl_config.SCALE_REWARDS, "vllm_mode": rl_config.VLLM_MODES,
-        "lr_scheduler": SCHEDULERS, "report_to": REPORTERS,
+        "lr_scheduler": SCHEDULERS, "report_to": REPORTERS, "judge_backend": ("openai",), "judge_when": JUDGE_WHEN,
     },
     recipe=rl_config.read_recipe,
 )

@@ -16,7 +16,8 @@ A request that still fails after the backend's retries (429, 5xx, timeouts) is `
 not cached: the stage says so and a rerun asks again.
 
 Verdicts of the judge: judge_correct (1.0), judge_incorrect (0.0), judge_unparseable and judge_error
-(None: cannot verify); rows not sent keep the rule's verdict.
+(None: cannot verify), judge_late (0.0: not answered within rl's per-step deadline, so a slow judge
+never stalls a step); rows not sent keep the rule's verdict.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ _VERDICT = re.compile(r"VERDICT\s?:\s?(CORRECT|INCORRECT)", re.IGNORECASE)
 _VERDICTS = {"CORRECT": Judgement(1.0, "judge_correct"), "INCORRECT": Judgement(0.0, "judge_incorrect")}
 UNPARSEABLE = Judgement(None, "judge_unparseable")
 JUDGE_ERROR = Judgement(None, "judge_error")
+LATE = Judgement(0.0, "judge_late")
+"""A row the judge did not answer within the deadline (rl): no reward rather than a stalled step."""
 NO_RULE = Judgement(None, "no_rule")
 
 
@@ -162,14 +165,17 @@ class Judge:
         self.settings = settings
         self.cache = cache
         self.deadline = deadline
-        """Seconds one `verdicts` call may take (rl's per-step bound); the rows not answered by then are judge_error."""
+        """Seconds one `verdicts` call may take (rl's per-step bound); the rows not answered by then are judge_late."""
         self.failures: Counter[str] = Counter()
         """Judge requests that failed after their retries, per reason."""
         self.asked = 0
         """Prompts sent to the judge model (cache hits are not)."""
+        self.late = 0
+        """Prompts not answered within the deadline (they score 0)."""
         self._api_key = os.environ.get(settings.judge_api_key_env) if settings.judge_backend == "openai" else None
         self._known = _read_cache(cache, settings.judge_model) if cache else {}
         self._backend = None
+        self._late: set[str] = set()
 
     def verdicts(self, prompts: list[str]) -> list[Judgement]:
         """One verdict per prompt, from the cache where it has one."""
@@ -177,10 +183,11 @@ class Judge:
         todo = {key: prompt for key, prompt in zip(keys, prompts) if key not in self._known}
         if todo:
             self._ask(todo)
-        return [self._known.get(key, JUDGE_ERROR) for key in keys]
+        late, self._late = self._late, set()
+        return [self._known.get(key, LATE if key in late else JUDGE_ERROR) for key in keys]
 
     def _ask(self, todo: dict[str, str]) -> None:
-        backend = self._open()
+        backend = self.open()
         self.asked += len(todo)
         requests = [Request(key, [{"role": "user", "content": prompt}], seed=0) for key, prompt in todo.items()]
         answered: list[Result] = []
@@ -188,7 +195,8 @@ class Judge:
         try:
             asyncio.run(asyncio.wait_for(run, self.deadline) if self.deadline else run)
         except asyncio.TimeoutError:
-            self.failures["deadline"] += len(todo) - len(answered)
+            self._late = set(todo) - {result.key for result in answered}
+            self.late += len(self._late)
         lines = []
         for result in answered:
             if result.finish_reason == FINISH_ERROR:
@@ -202,7 +210,7 @@ class Judge:
             with files.open_append(self.cache) as out:
                 out.write(b"".join(lines))
 
-    def _open(self):
+    def open(self):
         """The backend, built and checked (one preflight request) at the first prompt the cache lacks."""
         if self._backend is None:
             s = self.settings

@@ -216,3 +216,52 @@ def test_the_report_counts_who_decided_and_shows_the_disagreements(tmp_path, jud
     assert "Judge check decided by" in text and "correct by either" in text
     disagreements = text.split("Rules and judge disagree", 1)[1].split("</table>", 1)[0]
     assert "p0" in disagreements and "judge_incorrect" in disagreements and "p2" not in disagreements
+
+
+def _policy_judge(server: FakeOpenAI, deadline: float):
+    from r1distill.rewards import rule
+    from r1distill.rewards.judge import Judge, JudgedAccuracy, JudgeSettings
+    from r1distill.rl.rewards import PolicyReward, Rollouts
+
+    settings = JudgeSettings(judge_model="j", judge_base_urls=[server.url], judge_retry_delay=0.01)
+    judged = JudgedAccuracy(rule("accuracy", mode="math"), Judge(settings, None, deadline=deadline))
+    return judged, PolicyReward(judged, {0}, prefilled_think=False, rollouts=Rollouts(), first=True)
+
+
+def test_rl_judge_reward_reads_the_policys_prompt_and_a_slow_judge_never_stalls_a_step(tmp_path):
+    import threading
+
+    chat = [[{"role": "assistant", "content": f"<think>\nhm\n</think>\n\n{answer}"}] for answer in ("\\boxed{4}", "It is Paris.")]
+    call = {"prompts": [[{"role": "user", "content": "2+2?"}], [{"role": "user", "content": "Capital of France?"}]],
+            "completions": chat, "completion_ids": [[7, 0], [7, 0]], "answer": ["4", "Paris"]}
+    server = FakeOpenAI(reply=_verdict).start()
+    try:
+        judged, reward = _policy_judge(server, deadline=30)
+        with judged:
+            logged = {}
+            assert reward(**call, log_metric=logged.__setitem__) == [1.0, 1.0] and logged["rewards/judge_reward/late"] == 0.0
+        assert len(server.requests) == 1 and "Capital of France?" in server.requests[0]["body"]["messages"][0]["content"]
+    finally:
+        server.stop()
+    slow = FakeOpenAI(reply=_verdict, delay=5).start()  # answers long after the step's deadline (and stops within its 10 s)
+    try:
+        judged, reward = _policy_judge(slow, deadline=0.5)
+        result, logged = {}, {}
+        with judged:
+            # TRL calls rewards from its training thread.
+            worker = threading.Thread(target=lambda: result.update(scores=reward(**call, log_metric=logged.__setitem__)))
+            worker.start()
+            worker.join(20)
+            assert not worker.is_alive()
+        assert result["scores"] == [1.0, 0.0] and logged["rewards/judge_reward/late"] == 0.5 and judged.llm.late == 1
+    finally:
+        slow.stop()
+
+
+def test_rl_judge_options_are_one_line(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"problem": "2+2?", "answer": "4"}])
+    out = tmp_path / "rl"
+    for args, message in ((["--reward", "judge", "--judge-model", "j", "--judge-backend", "transformers"], "--judge-backend must be openai"),
+                          (["--reward", "judge", "--reward", "accuracy", "--judge-model", "j", "--judge-base-url", "http://x/v1"], "drop --reward accuracy"),
+                          (["--reward", "judge", "--judge-model", "j", "--judge-base-url", "http://x/v1", "--judge-deadline", "0"], "--judge-deadline")):
+        assert_usage_error(CliRunner().invoke(app, ["rl", str(data), "-o", str(out), *args]), message, out)
