@@ -23,6 +23,7 @@ never stalls a step); rows not sent keep the rule's verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -190,25 +191,33 @@ class Judge:
         backend = self.open()
         self.asked += len(todo)
         requests = [Request(key, [{"role": "user", "content": prompt}], seed=0) for key, prompt in todo.items()]
-        answered: list[Result] = []
-        run = backend.run(requests, answered.append)
-        try:
-            asyncio.run(asyncio.wait_for(run, self.deadline) if self.deadline else run)
-        except asyncio.TimeoutError:
-            self._late = set(todo) - {result.key for result in answered}
-            self.late += len(self._late)
-        lines = []
-        for result in answered:
-            if result.finish_reason == FINISH_ERROR:
-                self.failures[failure_reason(result.error)] += 1
-                continue
-            reply = strip_controls(scrub(result.text, [self._api_key] if self._api_key else []))[-REPLY_CHARS:]
-            self._known[result.key] = parse_verdict(reply)
-            lines.append(orjson.dumps({"model": self.settings.judge_model, "prompt_sha256": result.key, "verdict": self._known[result.key].verdict, "reply": reply}) + b"\n")
-        if lines and self.cache is not None:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            with files.open_append(self.cache) as out:
-                out.write(b"".join(lines))
+        answered: set[str] = set()
+        with self._cache_file() as cache:
+
+            def emit(result: Result) -> None:
+                answered.add(result.key)
+                if result.finish_reason == FINISH_ERROR:
+                    self.failures[failure_reason(result.error)] += 1
+                    return  # not cached: a rerun asks again
+                reply = strip_controls(scrub(result.text, [self._api_key] if self._api_key else []))[-REPLY_CHARS:]
+                self._known[result.key] = parse_verdict(reply)
+                if cache is not None:  # at once, so a crash loses only the verdicts in flight
+                    entry = {"model": self.settings.judge_model, "prompt_sha256": result.key, "verdict": self._known[result.key].verdict, "reply": reply}
+                    cache.write(orjson.dumps(entry) + b"\n")
+
+            run = backend.run(requests, emit)
+            try:
+                asyncio.run(asyncio.wait_for(run, self.deadline) if self.deadline else run)
+            except asyncio.TimeoutError:
+                self._late = set(todo) - answered
+                self.late += len(self._late)
+
+    def _cache_file(self):
+        """The cache opened to append, unbuffered (a context manager; None without a cache)."""
+        if self.cache is None:
+            return contextlib.nullcontext()
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        return files.open_append(self.cache, buffering=0)
 
     def open(self):
         """The backend, built and checked (one preflight request) at the first prompt the cache lacks."""

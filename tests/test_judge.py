@@ -265,3 +265,31 @@ def test_rl_judge_options_are_one_line(tmp_path):
                           (["--reward", "judge", "--reward", "accuracy", "--judge-model", "j", "--judge-base-url", "http://x/v1"], "drop --reward accuracy"),
                           (["--reward", "judge", "--judge-model", "j", "--judge-base-url", "http://x/v1", "--judge-deadline", "0"], "--judge-deadline")):
         assert_usage_error(CliRunner().invoke(app, ["rl", str(data), "-o", str(out), *args]), message, out)
+
+
+def test_a_killed_run_keeps_every_verdict_made_and_the_rerun_asks_only_the_rest(tmp_path, judge_server):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # p4's judge keeps failing and is retried for minutes: the run is killed while it waits, p2 and p3 judged.
+    _traces(tmp_path, [_row(4, "Paris", "Paris it is.", problem="[[fail]] Which city?")])
+    out = tmp_path / "out"
+    args = ["filter", str(tmp_path / "traces.jsonl"), "-o", str(out), "--check", "judge", "--judge-model", "j", "--judge-base-url", judge_server.url]
+    process = subprocess.Popen([sys.executable, "-m", "r1distill.cli", *args, "--judge-retry-delay", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        waited = 0.0
+        while len(judge_server.requests) < 3 and waited < 120:  # a hang guard, not a timing
+            time.sleep(0.1)
+            waited += 0.1
+        assert len(judge_server.requests) >= 3
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert sorted(json.loads(line)["verdict"] for line in (out / CACHE_FILE).read_text().splitlines()) == ["judge_correct", "judge_incorrect"]
+    asked = len(judge_server.requests)
+    result = CliRunner().invoke(app, [*args, "--judge-max-retries", "0"])
+    assert result.exit_code == 1 and "1 judge requests failed" in result.stderr
+    assert len(judge_server.requests) - asked == 1  # p4 alone
