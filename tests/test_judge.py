@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from conftest import assert_usage_error, write_jsonl
 from fake_openai import FakeOpenAI
 from r1distill.cli import app
+from r1distill.errors import UsageError
 from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.rewards.judge import CACHE_FILE, JUDGE_PROMPT
 
@@ -293,3 +294,17 @@ def test_a_killed_run_keeps_every_verdict_made_and_the_rerun_asks_only_the_rest(
     result = CliRunner().invoke(app, [*args, "--judge-max-retries", "0"])
     assert result.exit_code == 1 and "1 judge requests failed" in result.stderr
     assert len(judge_server.requests) - asked == 1  # p4 alone
+
+
+def test_a_local_transformers_judge_and_an_answer_kind_with_no_rule(tmp_path, tiny_model):
+    # A tiny random model never writes the verdict line: its rows are judge_unparseable, never a guess.
+    rows = [_row(0, "4", "So \\boxed{4}."), _row(1, "Paris", "Paris."), _row(2, "a sonnet", "Roses are red.")]
+    for row, kind in zip(rows, ("math", "math", "free-form")):
+        row["kind"] = kind
+    traces = write_jsonl(tmp_path / "kinds.jsonl", rows)
+    cfg = FilterConfig(input=str(traces), output=str(tmp_path / "out"), checks=["judge"], dedup="none", accuracy_column="kind",
+                       judge_model=str(tiny_model), judge_backend="transformers", judge_max_tokens=4)
+    filter_traces(cfg)
+    assert _scored(tmp_path / "out") == {"p0:0": "correct", "p1:0": "judge_unparseable", "p2:0": "judge_unparseable"}
+    with pytest.raises(UsageError, match="free-form"):  # without the judge, a kind with no rule is refused
+        filter_traces(FilterConfig(input=str(traces), output=str(tmp_path / "rules"), checks=["accuracy"], dedup="none", accuracy_column="kind"))
