@@ -199,8 +199,9 @@ class Judge:
                 if result.finish_reason == FINISH_ERROR:
                     self.failures[failure_reason(result.error)] += 1
                     return  # not cached: a rerun asks again
-                reply = strip_controls(scrub(result.text, [self._api_key] if self._api_key else []))[-REPLY_CHARS:]
-                self._known[result.key] = parse_verdict(reply)
+                text = strip_controls(scrub(result.text, [self._api_key] if self._api_key else []))
+                self._known[result.key] = parse_verdict(text)  # the whole reply: its end alone may be inside the thinking
+                reply = text[-REPLY_CHARS:]
                 if cache is not None:  # at once, so a crash loses only the verdicts in flight
                     entry = {"model": self.settings.judge_model, "prompt_sha256": result.key, "verdict": self._known[result.key].verdict, "reply": reply}
                     cache.write(orjson.dumps(entry) + b"\n")
