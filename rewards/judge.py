@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import re
 from collections import Counter
@@ -42,8 +41,6 @@ from r1distill.redact import redact_text, scrub, strip_controls
 from r1distill.rewards.accuracy import ACCURACY_MODES, Accuracy
 from r1distill.rewards.text import Judgement, aligned_rows, answer_region, extract_final_answer
 from r1distill.schema import FINISH_ERROR, split_reasoning
-
-log = logging.getLogger(__name__)
 
 JUDGE_BACKENDS = ("openai", "transformers")
 JUDGE_WHEN = ("unverifiable", "always")

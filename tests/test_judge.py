@@ -7,6 +7,12 @@ which rows go to it, its cache, an unparseable reply, server faults, secrets, ba
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -17,8 +23,13 @@ from conftest import assert_usage_error, write_jsonl
 from fake_openai import FakeOpenAI
 from r1distill.cli import app
 from r1distill.errors import UsageError
+from r1distill.eval.config import EvalConfig
+from r1distill.eval.run import evaluate
 from r1distill.filter.run import FilterConfig, filter_traces
-from r1distill.rewards.judge import CACHE_FILE, JUDGE_PROMPT
+from r1distill.report import ReportConfig, report
+from r1distill.rewards import rule
+from r1distill.rewards.judge import CACHE_FILE, JUDGE_PROMPT, Judge, JudgedAccuracy, JudgeSettings
+from r1distill.rl.rewards import PolicyReward, Rollouts
 
 API_KEY = "sk-judge-planted-key-0123456789"
 PROBLEM = "Which city is the capital of France, in a word?"
@@ -174,9 +185,6 @@ def test_the_prompt_asks_for_the_verdict_line_it_parses():
 
 
 def test_eval_reports_rule_judge_both_and_any_correct_and_the_disagreements(tmp_path, judge_server):
-    from r1distill.eval.config import EvalConfig
-    from r1distill.eval.run import evaluate
-
     _traces(tmp_path)  # rules: p0 correct, p1 incorrect; the judge says p0 incorrect ("4" is not Paris), p2 correct, p3 incorrect
     cfg = EvalConfig(completions=str(tmp_path / "traces.jsonl"), output=str(tmp_path / "eval"), accuracy="judge", judge_model="j",
                      judge_base_urls=[judge_server.url], judge_when="always", judge_retry_delay=0.01)
@@ -205,10 +213,6 @@ def test_eval_judge_options_are_checked(tmp_path):
 
 
 def test_the_report_counts_who_decided_and_shows_the_disagreements(tmp_path, judge_server):
-    from r1distill.eval.config import EvalConfig
-    from r1distill.eval.run import evaluate
-    from r1distill.report import ReportConfig, report
-
     _traces(tmp_path)
     filter_traces(_cfg(tmp_path, judge_server))
     evaluate(EvalConfig(completions=str(tmp_path / "traces.jsonl"), output=str(tmp_path / "eval"), accuracy="judge", judge_model="j",
@@ -220,18 +224,12 @@ def test_the_report_counts_who_decided_and_shows_the_disagreements(tmp_path, jud
 
 
 def _policy_judge(server: FakeOpenAI, deadline: float):
-    from r1distill.rewards import rule
-    from r1distill.rewards.judge import Judge, JudgedAccuracy, JudgeSettings
-    from r1distill.rl.rewards import PolicyReward, Rollouts
-
     settings = JudgeSettings(judge_model="j", judge_base_urls=[server.url], judge_retry_delay=0.01)
     judged = JudgedAccuracy(rule("accuracy", mode="math"), Judge(settings, None, deadline=deadline))
     return judged, PolicyReward(judged, {0}, prefilled_think=False, rollouts=Rollouts(), first=True)
 
 
 def test_rl_judge_reward_reads_the_policys_prompt_and_a_slow_judge_never_stalls_a_step(tmp_path):
-    import threading
-
     chat = [[{"role": "assistant", "content": f"<think>\nhm\n</think>\n\n{answer}"}] for answer in ("\\boxed{4}", "It is Paris.")]
     call = {"prompts": [[{"role": "user", "content": "2+2?"}], [{"role": "user", "content": "Capital of France?"}]],
             "completions": chat, "completion_ids": [[7, 0], [7, 0]], "answer": ["4", "Paris"]}
@@ -269,12 +267,6 @@ def test_rl_judge_options_are_one_line(tmp_path):
 
 
 def test_a_killed_run_keeps_every_verdict_made_and_the_rerun_asks_only_the_rest(tmp_path, judge_server):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     # p4's judge keeps failing and is retried for minutes: the run is killed while it waits, p2 and p3 judged.
     _traces(tmp_path, [_row(4, "Paris", "Paris it is.", problem="[[fail]] Which city?")])
     out = tmp_path / "out"
