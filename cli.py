@@ -33,6 +33,7 @@ from r1distill.generate.prompts import TEMPLATES
 from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
 from r1distill.report.config import ReportConfig
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
+from r1distill.rewards.judge import JUDGE_BACKENDS, JUDGE_WHEN
 from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
 from r1distill.pipeline.run import RunConfig
@@ -235,7 +236,7 @@ def generate(cfg: GenerateConfig) -> None:
     argument="input",
     choices={
         "checks": CHECKS, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS), "dedup": DEDUP_MODES,
-        "no_think": NO_THINK_STYLES,
+        "no_think": NO_THINK_STYLES, "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN,
     },
 )
 def filter_(cfg: FilterConfig) -> None:
@@ -279,7 +280,8 @@ def sft(cfg: SFTConfig) -> None:
 @_stage_command(
     EvalConfig,
     argument="benchmark",
-    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": EVAL_CHECKS, "like": tuple(BENCHMARKS)},
+    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": (*EVAL_CHECKS, "judge"), "like": tuple(BENCHMARKS),
+             "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN},
 )
 def eval_(cfg: EvalConfig) -> None:
     """Evaluate models on a reasoning benchmark: pass@k, maj@k and accuracy against thinking tokens.
@@ -309,7 +311,7 @@ def eval_(cfg: EvalConfig) -> None:
     choices={
         "rewards": rl_config.REWARDS, "template": rl_config.TEMPLATES, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS),
         "loss_type": rl_config.LOSS_TYPES, "scale_rewards": rl_config.SCALE_REWARDS, "vllm_mode": rl_config.VLLM_MODES,
-        "lr_scheduler": SCHEDULERS, "report_to": REPORTERS,
+        "lr_scheduler": SCHEDULERS, "report_to": REPORTERS, "judge_backend": ("openai",), "judge_when": JUDGE_WHEN,
     },
     recipe=rl_config.read_recipe,
 )

@@ -136,7 +136,7 @@ def load_benchmark(cfg) -> tuple[pl.DataFrame, dict]:
     read = {
         "name": cfg.benchmark if short else Path(cfg.benchmark).name, "source": source, "split": split, "like": cfg.like,
         "config": spec.config if spec else None, "problem_column": problem, "answer_column": answer, "id_column": identifier,
-        "limit": cfg.limit, "problems": prompts.height, "accuracy": cfg.accuracy or (spec.accuracy if spec else "math"),
+        "limit": cfg.limit, "problems": prompts.height, "accuracy": cfg.rule_mode() or (spec.accuracy if spec else "math"),
     }
     return prompts, read
 

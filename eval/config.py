@@ -15,11 +15,12 @@ from r1distill.errors import UsageError
 from r1distill.eval.benchmarks import BENCHMARKS
 from r1distill.generate.config import GenerateConfig, GenerationSettings
 from r1distill.rewards import ACCURACY_MODES, CodeSettings
+from r1distill.rewards.judge import CACHE_FILE, JudgeSettings
 
 
 @dataclass(kw_only=True)
-class EvalConfig(GenerationSettings, CodeSettings):
-    """Settings of one `r1distill eval` run (with generate's `GenerationSettings` and the code check's `CodeSettings`)."""
+class EvalConfig(GenerationSettings, CodeSettings, JudgeSettings):
+    """Settings of one `r1distill eval` run (with generate's `GenerationSettings`, the code check's `CodeSettings` and the judge's `JudgeSettings`)."""
 
     benchmark: str | None = None
     """Benchmark: a short name (math500, aime24, aime25, amc23, gsm8k, gpqa-diamond), a local file or folder, or a Hub dataset id with problem and answer columns."""
@@ -44,7 +45,7 @@ class EvalConfig(GenerationSettings, CodeSettings):
     limit: int | None = None
     """Evaluate only the first N problems."""
     accuracy: str | None = None
-    """Answer check: math (Math-Verify), choice (multiple-choice letters), exact (string) or code (the response's program run against --tests-column) [default: the short name's, else math]."""
+    """Answer check: math (Math-Verify), choice (multiple-choice letters), exact (string) or code (the response's program run against --tests-column) [default: the short name's, else math], or judge: that check, and the --judge-model for what it cannot decide (rule, judge, both and any correct reported)."""
     group_by: list[str] = field(default_factory=list)
     """Column to break every metric down by (level, subject, source); repeat it."""
     timeout: float = 5.0
@@ -63,6 +64,10 @@ class EvalConfig(GenerationSettings, CodeSettings):
     """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in results.json."""
+
+    def rule_mode(self) -> str | None:
+        """The rules' accuracy mode asked for (None: the benchmark's); --accuracy judge adds the judge to the benchmark's."""
+        return None if self.accuracy == "judge" else self.accuracy
 
     def budgets(self) -> list[int]:
         """The thinking budgets, checked: increasing positive integers ([] without --thinking-budget)."""
@@ -90,8 +95,9 @@ class EvalConfig(GenerationSettings, CodeSettings):
             problems.append(f"unknown benchmark {self.benchmark!r}: not a short name ({', '.join(BENCHMARKS)}), a file or folder, or a Hub id like 'org/name'")
         if self.like is not None and self.like not in BENCHMARKS:
             problems.append(f"--like must be one of {', '.join(BENCHMARKS)}, got {self.like!r}")
-        if self.accuracy is not None and self.accuracy not in EVAL_CHECKS:
-            problems.append(f"--accuracy must be one of {', '.join(EVAL_CHECKS)}, got {self.accuracy!r}")
+        if self.accuracy is not None and self.accuracy not in (*EVAL_CHECKS, "judge"):
+            problems.append(f"--accuracy must be one of {', '.join(EVAL_CHECKS)} or judge, got {self.accuracy!r}")
+        problems += self.judge_problems(self.accuracy == "judge")
         try:
             self.budgets()
         except UsageError as err:
@@ -118,7 +124,7 @@ class EvalConfig(GenerationSettings, CodeSettings):
             problems.append(placed)
         elif out.exists() and not out.is_dir():
             problems.append(f"-o {self.output}: exists and is not a folder")
-        elif out.is_dir() and any(out.iterdir()) and not (out / RESULTS).exists() and not (out / GENERATIONS).exists():
+        elif out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in (RESULTS, GENERATIONS, CACHE_FILE)):
             problems.append(f"-o {self.output}: holds something other than an eval; choose a new folder")
         if problems:
             # generate's check already named the first model's --max-tokens problem, if any.

@@ -34,7 +34,7 @@ import orjson
 import polars as pl
 
 from r1distill import files, models, rewards
-from r1distill.errors import UsageError, first_line
+from r1distill.errors import StageError, UsageError, first_line
 from r1distill.eval.benchmarks import load_benchmark, load_completions, read_traces, slug
 from r1distill.eval.budget import FORCED_CUE, budget_rows, render_thinking_prompts
 from r1distill.eval.config import GENERATIONS, RESULTS, SAMPLES, EvalConfig
@@ -43,6 +43,7 @@ from r1distill.eval.score import model_results, part_tokens, score, token_counte
 from r1distill.generate import generate
 from r1distill.generate.failures import FailedRows
 from r1distill.redact import redact_settings
+from r1distill.rewards.judge import CACHE_FILE, Judge, JudgedAccuracy
 from r1distill.schema import PROMPT_ID, split_reasoning
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
     if cfg.completions:
         rows = load_completions(cfg)
         _check_inputs(cfg, rows.columns)
-        mode = cfg.accuracy or "math"
+        mode = cfg.rule_mode() or "math"
         benchmark = {"name": Path(cfg.completions).name, "source": cfg.completions, "problems": rows[PROMPT_ID].n_unique(), "accuracy": mode}
         tokenizers = dict.fromkeys(rows["model"].unique(maintain_order=True).to_list(), _tokenizer(cfg, ""))
         parts = []
@@ -152,11 +153,17 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
             failures += model_failures
         rows = pl.concat(parts, how="diagonal_relaxed")
     log.info("scoring %d samples (%s)", rows.height, mode)
+    if mode == "code" and cfg.accuracy == "judge":
+        raise UsageError("--accuracy judge: this benchmark is checked by running code, which a judge does not replace; use --accuracy code")
     if mode == "code" and cfg.tests_column not in rows.columns:
         raise UsageError(f"--accuracy code: no column '{cfg.tests_column}' with the tests (columns: {', '.join(rows.columns)}); name it with --tests-column")
-    check = rewards.rule("code", **cfg.code_options(cfg.workers)) if mode == "code" else rewards.rule("accuracy", mode=mode, timeout=cfg.timeout, workers=cfg.workers)
-    with check as accuracy:
+    accuracy = rewards.rule("code", **cfg.code_options(cfg.workers)) if mode == "code" else rewards.rule("accuracy", mode=mode, timeout=cfg.timeout, workers=cfg.workers)
+    if cfg.accuracy == "judge":  # the benchmark's check, and the judge for what it cannot decide (verdicts cached in OUT)
+        accuracy = JudgedAccuracy(accuracy, Judge(cfg, out / CACHE_FILE))
+    with accuracy:
         scored = score(rows, accuracy, mode)
+    if isinstance(accuracy, JudgedAccuracy) and (problem := accuracy.failure_problem()):
+        raise StageError(f"{problem} in {out / CACHE_FILE}")
     results = _results(cfg, benchmark, budgets, scored, tokenizers, started)
     out.mkdir(parents=True, exist_ok=True)
     files.write_parquet(out / SAMPLES, scored)
@@ -180,6 +187,8 @@ def _results(cfg: EvalConfig, benchmark: dict, budgets: list[int], scored: pl.Da
         "versions": versions(cfg.backend if generating else None),
         "workers": cfg.workers,
     }
+    if cfg.accuracy == "judge":
+        settings["judge"] = {"model": cfg.judge_model, "backend": cfg.judge_backend, "when": cfg.judge_when}
     if generating:
         settings |= {
             name: getattr(cfg, name) for name in ("backend", "max_tokens", "temperature", "top_p", "seed", "template", "system", "prompt_template")

@@ -16,9 +16,12 @@ import polars as pl
 from r1distill.backends import failure_reason, is_permanent
 from r1distill.eval.metrics import stderr, summarize, vote_classes
 from r1distill.rewards import stated_answer
-from r1distill.schema import FINISH_ERROR, PROMPT_ID, split_reasoning
+from r1distill.rewards.judge import JudgedAccuracy
+from r1distill.schema import FINISH_ERROR, PROBLEM, PROMPT_ID, split_reasoning
 
 GENERATION_ERROR = "generation_error"
+# A program that passes every test is a correct sample in every metric, as is a judge's yes.
+_JUDGED = {"judge_correct": "correct", "judge_incorrect": "incorrect", "passed": "correct"}
 UNVERIFIABLE = ("no_gold", "gold_unparseable", "no_tests")
 
 
@@ -44,16 +47,28 @@ def part_tokens(completions: list[str], count_tokens) -> tuple[list[int | None],
 
 
 def score(rows: pl.DataFrame, accuracy, mode: str) -> pl.DataFrame:
-    """`rows` with `verdict`, `score`, `stated_answer` and `vote` (maj@k class) columns added.
+    """`rows` with `verdict`, `score`, `stated_answer` and `vote` (maj@k class) columns added; with the
+    judge (`JudgedAccuracy`) also `rule_verdict` and `judge_verdict` (null where it was not asked), and
+    a judge's correct or incorrect is the row's verdict.
 
     Votes are classes within one (model, budget, prompt_id), in sample order.
     """
     completions, finishes = rows["completion"].to_list(), rows["finish_reason"].to_list()
-    extra = {name: rows[name].to_list() for name in accuracy.columns if name in rows.columns and name not in ("answer", "finish_reason")}
-    judged = accuracy.judge(completions, answer=rows["answer"].to_list(), finish_reason=finishes, **extra)
     failed = [finish == FINISH_ERROR for finish in finishes]
-    # A program that passes every test is a correct sample in every metric.
-    verdicts = [GENERATION_ERROR if bad else ("correct" if j.verdict == "passed" else j.verdict) for j, bad in zip(judged, failed)]
+    rule = accuracy.accuracy if isinstance(accuracy, JudgedAccuracy) else accuracy
+    columns = {"answer": rows["answer"].to_list(), "finish_reason": finishes}
+    columns |= {name: rows[name].to_list() for name in rule.columns if name in rows.columns and name not in columns}
+    if isinstance(accuracy, JudgedAccuracy):
+        decided = accuracy.decide(completions, problem=rows[PROBLEM].to_list(), **columns)
+        judged = [d.final for d in decided]
+        rows = rows.with_columns(
+            pl.Series("rule_verdict", [None if bad else d.rule.verdict for d, bad in zip(decided, failed)], pl.String),
+            pl.Series("judge_verdict", [None if bad or d.judge is None else d.judge.verdict for d, bad in zip(decided, failed)], pl.String),
+        )
+        accuracy = rule  # votes compare stated answers with the rules alone
+    else:
+        judged = accuracy.judge(completions, **columns)
+    verdicts = [GENERATION_ERROR if bad else _JUDGED.get(j.verdict, j.verdict) for j, bad in zip(judged, failed)]
     scores = [None if bad else j.score for j, bad in zip(judged, failed)]
     stated = [None if bad else stated_answer(c, f, mode) for c, f, bad in zip(completions, finishes, failed)]
     rows = rows.with_columns(
@@ -97,7 +112,33 @@ def metrics(rows: pl.DataFrame) -> dict:
     refused = errors["error"].to_list() if "error" in errors.columns else []
     result["generation_refused"] = sum(is_permanent(failure_reason(error)) for error in refused)
     result["unverifiable_problems"] = unverifiable.len()
+    if "judge_verdict" in usable.columns:
+        result["judge"] = judge_metrics(usable)
     return result
+
+
+DISAGREEMENTS_SHOWN = 50
+
+
+def judge_metrics(usable: pl.DataFrame) -> dict:
+    """Shares of samples correct by the rules, with the judge (its verdict where asked, else the rule's), by
+    both and by either; the rows decided by each; and the samples where both decided and disagree."""
+    rule = pl.col("rule_verdict") == "correct"
+    judge = pl.col("verdict") == "correct"
+    decided = pl.col("rule_verdict").is_in(["correct", "incorrect"]) & pl.col("judge_verdict").is_in(["judge_correct", "judge_incorrect"])
+    shares = usable.select(rule.mean().alias("rule_correct"), judge.mean().alias("judge_correct"), (rule & judge).mean().alias("both_correct"),
+                           (rule | judge).mean().alias("any_correct")).to_dicts()[0] if usable.height else {}
+    disagree = usable.filter(decided & (rule != judge))
+    return {
+        **shares,
+        "rule_decided": int(usable["judge_verdict"].is_null().sum()),
+        "judge_decided": int(usable["judge_verdict"].is_in(["judge_correct", "judge_incorrect"]).sum()),
+        "neither_decided": int(usable["judge_verdict"].is_in(["judge_unparseable", "judge_error"]).sum()),
+        "disagreements": disagree.height,
+        "disagreeing_samples": disagree.head(DISAGREEMENTS_SHOWN).select(
+            PROMPT_ID, "sample", "answer", "stated_answer", pl.col("rule_verdict").alias("rule"), pl.col("judge_verdict").alias("judge")
+        ).to_dicts(),
+    }
 
 
 def cut_curve(rows: pl.DataFrame, budgets: list[int]) -> list[dict]:

@@ -45,12 +45,21 @@ def funnel_stats(scored: pl.DataFrame, prompt_drops: pl.DataFrame, kept: dict[st
         "pass_rate_histogram": {f"{b / 10:.1f}-{(b + 1) / 10:.1f}": histogram.get(b, 0) for b in range(10)},
         "contaminated_by_benchmark": dict(zip(contaminated["benchmark"].to_list(), contaminated["count"].to_list())),
         "kept_by_source": dict(zip(by_source["source"].to_list(), by_source["len"].to_list())),
+        "decided_by": _decided_by(scored) if "judge" in cfg.checks else {},
         "hints": _hints(scored, cfg),
     }
 
 
+def _decided_by(scored: pl.DataFrame) -> dict[str, int]:
+    """Rows of the judge check decided by the rules, by the judge, or by neither (judge_unparseable, judge_error)."""
+    verdict = scored.filter(pl.col("drop_reason").ne_missing(DROP_GENERATION_ERROR))["judge_verdict"]
+    judged = verdict.is_in(["judge_correct", "judge_incorrect"])
+    undecided = verdict.is_in(["judge_unparseable", "judge_error"])
+    return {"rule": int((~judged & ~undecided).sum()), "judge": int(judged.sum()), "neither": int(undecided.sum())}
+
+
 # The verdicts that pass a check; every other one (a failure, or "cannot verify": timeout, no_gold...) does not.
-PASSING = frozenset({"correct", "ok", "consistent", "complete", "passed"})
+PASSING = frozenset({"correct", "judge_correct", "ok", "consistent", "complete", "passed"})
 
 # What to change when most rows fail one check the same way: (check, verdict) -> advice.
 _HINTS = {
@@ -67,6 +76,8 @@ _HINTS = {
     ("accuracy", "incorrect"): "most answers are wrong: use a stronger teacher or more samples (-n), and check that --accuracy "
     "fits the data",
     ("accuracy", "gold_unparseable"): "Math-Verify cannot read the gold answers: check --accuracy (choice / exact) or the answer column",
+    ("judge", "judge_unparseable"): "the judge's replies do not end with a VERDICT line: use a stronger --judge-model or a "
+    "larger --judge-max-tokens",
     ("language", "mixed"): "the reasoning is not mostly in --language: set the teacher's language, or lower --min-language-share",
     ("repetition", "repetitive"): "the traces repeat themselves: raise --max-repetition, or sample at a higher temperature",
     ("length", "too_long"): "the traces are longer than --max-tokens of filter: raise it",
@@ -85,7 +96,8 @@ def _hints(scored: pl.DataFrame, cfg: FilterConfig) -> list[str]:
         if judged.height == 0 or failing.height * 2 < judged.height:
             continue
         verdict = failing[f"{check}_verdict"].mode().sort()[0]
-        advice = _HINTS.get((check, verdict), f"check the {check} options")
+        # The judge check is the accuracy check where the rules decide, and has its hints.
+        advice = _HINTS.get((check, verdict)) or _HINTS.get(("accuracy" if check == "judge" else check, verdict), f"check the {check} options")
         hints.append(f"{failing.height} of {judged.height} rows fail the {check} check ({verdict}): {advice}")
     return hints
 
@@ -98,6 +110,9 @@ def dataset_card(cfg: FilterConfig, stats: dict, started: datetime) -> str:
     size = "n<1K" if total < 1_000 else "1K<n<10K" if total < 10_000 else "10K<n<100K" if total < 100_000 else "100K<n<1M" if total < 1_000_000 else "n>1M"
     funnel = [f"| rows in | {stats['rows_in']:,} |", f"| failed in generate (not judged) | {stats['generation_errors']:,} |"]
     funnel += [f"| dropped: {reason} | {count:,} |" for reason, count in stats["dropped"].items()]
+    if stats["decided_by"]:
+        decided = stats["decided_by"]
+        funnel += [f"| judge check decided by the rules / the judge / neither | {decided['rule']:,} / {decided['judge']:,} / {decided['neither']:,} |"]
     funnel += [f"| kept (reasoning) | {stats['kept']['reasoning']:,} |", f"| added (non-reasoning) | {stats['kept']['non_reasoning']:,} |"]
     settings = redact_settings({k: v for k, v in asdict(cfg).items() if k != "command"})
     versions = {name: version(name) for name in ("polars", "pyarrow", "math-verify")}

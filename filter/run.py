@@ -39,12 +39,13 @@ import pyarrow.parquet as pq
 
 from r1distill.console import RowProgress, summary_table
 from r1distill.data import NUMBER, PROMPT, TEXT, VALUE, check_columns, read_table
-from r1distill.errors import UsageError, first_line
+from r1distill.errors import StageError, UsageError, first_line
 from r1distill import files, rewards
 from r1distill.filter.card import PASSING, dataset_card, funnel_stats
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
 from r1distill.filter.write import follow_umask, load_non_reasoning, write_sft
+from r1distill.rewards.judge import CACHE_FILE, Judge, JudgedAccuracy, JudgeSettings
 from r1distill.schema import (
     DROP_GENERATION_ERROR,
     DROP_INVALID_PROBLEM,
@@ -56,7 +57,7 @@ from r1distill.schema import (
 
 log = logging.getLogger(__name__)
 
-CHECKS = rewards.RULES
+CHECKS = (*rewards.RULES, "judge")
 KEEP_POLICIES = ("all", "first", "shortest")
 NO_THINK_STYLES = ("none", "empty")
 DEDUP_MODES = ("none", "exact", "near")
@@ -68,8 +69,8 @@ INPUT_KINDS = {
 INPUT_COLUMNS = tuple(INPUT_KINDS)
 
 @dataclass
-class FilterConfig(rewards.CodeSettings):
-    """Settings of one `r1distill filter` run (with the code check's `CodeSettings`)."""
+class FilterConfig(rewards.CodeSettings, JudgeSettings):
+    """Settings of one `r1distill filter` run (with the code check's `CodeSettings` and the judge's `JudgeSettings`)."""
 
     input: str
     """Trace table: a `r1distill generate` output folder, or any dataset with problem and completion columns."""
@@ -128,8 +129,10 @@ class FilterConfig(rewards.CodeSettings):
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in the card."""
 
-    def rule(self, check: str) -> rewards.Rule | rewards.Accuracy:
+    def rule(self, check: str) -> rewards.Rule | rewards.Accuracy | JudgedAccuracy:
         """The reward behind `check`, with this run's options bound."""
+        if check == "judge":  # the accuracy rule, and the judge for what it cannot decide (verdicts cached in OUT)
+            return JudgedAccuracy(self.rule("accuracy"), Judge(self, Path(self.output) / CACHE_FILE))
         options = {
             "accuracy": {"mode": self.accuracy, "mode_column": self.accuracy_column, "timeout": self.timeout, "workers": self.workers},
             "format": {"lenient": self.lenient_format},
@@ -152,6 +155,9 @@ class FilterConfig(rewards.CodeSettings):
             problems.append(f"--check {unknown[0]!r} is unknown; use {', '.join(CHECKS)}")
         if placed := files.output_problem(self.output):
             problems.append(placed)
+        if "judge" in self.checks and "accuracy" in self.checks:
+            problems.append("--check judge is the accuracy check with a judge for what rules cannot decide: drop --check accuracy")
+        problems += self.judge_problems("judge" in self.checks)
         if self.accuracy not in rewards.ACCURACY_MODES:
             problems.append(f"--accuracy must be one of {', '.join(rewards.ACCURACY_MODES)}, got {self.accuracy!r}")
         try:
@@ -188,7 +194,8 @@ class FilterConfig(rewards.CodeSettings):
             problems.append("--non-reasoning-ratio and --non-reasoning-count must be >= 0")
         if self.timeout <= 0 or self.ngram < 1 or self.batch_rows < 1:
             problems.append("--timeout, --ngram and --batch-rows must be positive")
-        if Path(self.output).exists() and (not Path(self.output).is_dir() or any(Path(self.output).iterdir())):
+        # A folder holding only the judge's cache is an earlier run's that did not finish: its verdicts are reused.
+        if Path(self.output).exists() and (not Path(self.output).is_dir() or any(p.name != CACHE_FILE for p in Path(self.output).iterdir())):
             problems.append(f"-o {self.output}: exists and is not empty; choose a new folder")
         if problems:
             raise UsageError("; ".join(problems))
@@ -240,6 +247,8 @@ def filter_traces(cfg: FilterConfig) -> FilterSummary:
         stats = funnel_stats(scored, prompt_drops, kept, cfg)
         (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
         (staging / "README.md").write_text(dataset_card(cfg, stats, started))
+        if (out / CACHE_FILE).exists():
+            (out / CACHE_FILE).rename(staging / CACHE_FILE)
         if out.exists():
             out.rmdir()
         follow_umask(staging)
@@ -340,6 +349,9 @@ def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFra
             valid = rows.filter(pl.col(PROBLEM).str.strip_chars() != "")  # null and blank problems never reach dedup
             problems.append(valid.select("prompt_id", PROBLEM).unique("prompt_id", keep="first", maintain_order=True))
             progress.advance(rows=rows.height)
+    for reward in rules.values():
+        if isinstance(reward, JudgedAccuracy) and (problem := reward.failure_problem()):
+            raise StageError(f"{problem} in {cfg.output}/{CACHE_FILE}")
     scored = pl.concat(frames)
     repeated = scored["id"].is_duplicated()
     if repeated.any():
@@ -378,7 +390,7 @@ def _judge(rows: pl.DataFrame, rules: dict[str, rewards.Rule | rewards.Accuracy]
     """Scores and verdicts of every enabled check for one batch, and the first check each row fails."""
     completions = rows["completion"].fill_null("").to_list()
     # Each rule reads only the columns it names (answer, finish_reason, completion_tokens, the mode column).
-    names = ["answer", "finish_reason", "completion_tokens", *([cfg.accuracy_column] if cfg.accuracy_column else []), *([cfg.tests_column] if "code" in cfg.checks else [])]
+    names = ["problem", "answer", "finish_reason", "completion_tokens", *([cfg.accuracy_column] if cfg.accuracy_column else []), *([cfg.tests_column] if "code" in cfg.checks else [])]
     columns = {name: rows[name].to_list() for name in names}
     judged: dict[str, list[rewards.Judgement]] = {}
     for check, reward in rules.items():
@@ -424,7 +436,9 @@ def _prompt_drops(problems: pl.DataFrame, cfg: FilterConfig, benchmarks: list[tu
 
 def _select(scored: pl.DataFrame, prompt_drops: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
     """Pass rates, the pass-rate band, rejection sampling: adds pass_rate, keep and drop_reason."""
-    correct = pl.col("accuracy_verdict") == "correct" if "accuracy" in cfg.checks else pl.col("failed_check").is_null()
+    correct = pl.col("failed_check").is_null()
+    if "accuracy" in cfg.checks or "judge" in cfg.checks:
+        correct = pl.col(f"{'judge' if 'judge' in cfg.checks else 'accuracy'}_verdict").is_in(["correct", "judge_correct"])
     # A sample that failed in generate (a server error) says nothing about how hard the prompt is.
     failed_generation = pl.col("finish_reason") == FINISH_ERROR
     rates = scored.group_by("prompt_id").agg(correct.filter(~failed_generation.fill_null(False)).mean().alias(PASS_RATE))

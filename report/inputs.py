@@ -253,6 +253,8 @@ class FilterOutput:
     by_source: dict[str, int]
     """Kept rows per source."""
     hints: list[str]
+    decided_by: dict[str, int]
+    """Rows of the judge check decided by the rules, the judge or neither ({} without the judge check)."""
 
 
 _WHOLE, _COUNTS = (int, "a whole number"), ((dict, int), "an object of counts")
@@ -261,7 +263,7 @@ _WHOLE, _COUNTS = (int, "a whole number"), ((dict, int), "an object of counts")
 _FILTER_STATS = {
     "rows_in": _WHOLE, "generation_errors": _WHOLE, "prompts_in": _WHOLE, "prompts_kept": _WHOLE, "dropped": _COUNTS, "kept": _COUNTS,
     "verdicts": ((dict, (dict, int)), "an object of counts per check"), "pass_rate_histogram": _COUNTS,
-    "contaminated_by_benchmark": _COUNTS, "kept_by_source": _COUNTS, "hints": ((list, str), "a list of texts"),
+    "contaminated_by_benchmark": _COUNTS, "kept_by_source": _COUNTS, "hints": ((list, str), "a list of texts"), "decided_by": _COUNTS,
 }
 
 
@@ -287,7 +289,7 @@ def read_filter(folder: Path) -> FilterOutput:
         folder.resolve().name, folder, stats.get("rows_in", 0), stats.get("generation_errors", 0), stats.get("prompts_in", 0),
         stats.get("prompts_kept", 0), stats.get("dropped", {}), kept.get("reasoning", 0), kept.get("non_reasoning", 0),
         stats.get("pass_rate_histogram", {}), stats.get("verdicts", {}), stats.get("contaminated_by_benchmark", {}),
-        stats.get("kept_by_source", {}), stats.get("hints", []),
+        stats.get("kept_by_source", {}), stats.get("hints", []), stats.get("decided_by", {}),
     )
 
 
@@ -366,6 +368,8 @@ class Metrics:
     """Mean thinking tokens."""
     response: float | None
     completion: float | None
+    judge: dict | None
+    """eval --accuracy judge: rule, judge, both and any correct, the decided counts and the disagreeing samples."""
 
     @classmethod
     def read(cls, found: dict) -> Metrics:
@@ -373,6 +377,7 @@ class Metrics:
             found.get("problems"), found.get("samples"), found.get("pass@1"), found.get("pass@1_stderr"), found.get("pass@k") or {},
             found.get("maj@k") or {}, found.get("truncated"), found.get("no_answer"), found.get("generation_errors"),
             found.get("generation_refused"), found.get("mean_thinking_tokens"), found.get("mean_response_tokens"), found.get("mean_completion_tokens"),
+            found.get("judge") if isinstance(found.get("judge"), dict) else None,
         )
 
 

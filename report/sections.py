@@ -146,12 +146,18 @@ def filter_(out: FilterOutput) -> str:
         if out.contaminated else "<p>No prompt shares a word n-gram with a --decontaminate benchmark (or none was given).</p>"
     )
     hints = "".join(f"<li>{esc(hint)}</li>" for hint in out.hints)
+    decided = sum(out.decided_by.values())
+    judged = (
+        "<h3>Judge check decided by</h3>"
+        + table(["", "rows", "share"], [(who, number(count), share(count / decided if decided else None)) for who, count in out.decided_by.items()], right=2)
+        if out.decided_by else ""
+    )
     return (
         f'<div class="columns"><div>{table(["", "rows", "share of rows in"], [(label, number(count), share(count / out.rows_in if out.rows_in else None)) for label, count, _ in funnel], right=2)}'
         f"<p>{out.prompts_in:,} prompts in, {out.prompts_kept:,} with a kept row.</p></div><div>{chart}</div></div>"
         + (f'<div class="hints"><b>Hints</b><ul>{hints}</ul></div>' if hints else "")
         + f"<h3>Pass rates</h3>{rates}"
-        f"<h3>Verdicts per check</h3>{table(['check', 'verdict', 'rows', 'share'], verdicts, right=2)}"
+        f"<h3>Verdicts per check</h3>{table(['check', 'verdict', 'rows', 'share'], verdicts, right=2)}{judged}"
         f"<h3>Decontamination</h3>{contaminated}"
         f"<h3>Kept rows per source</h3>{table(['source', 'rows', 'share'], _top(out.by_source, out.kept), right=2)}"
     )
@@ -240,7 +246,31 @@ def _metric_rows(results: list[Metrics]) -> list[list[str]]:
         ["mean response tokens", *(number(m.response, 5) for m in results)],
         ["mean completion tokens", *(number(m.completion, 5) for m in results)],
     ]
+    if any(m.judge for m in results):
+        rows += [[label, *(share((m.judge or {}).get(key)) for m in results)] for label, key in _JUDGE_SHARES]
+        rows += [[f"decided by {who}", *(number((m.judge or {}).get(f"{who}_decided")) for m in results)] for who in ("rule", "judge", "neither")]
     return rows
+
+
+_JUDGE_SHARES = (("correct by the rules", "rule_correct"), ("correct with the judge", "judge_correct"),
+                 ("correct by both", "both_correct"), ("correct by either", "any_correct"))
+
+
+def _disagreements(out: EvalOutput) -> str:
+    """The samples where the rules and the judge both decided and disagree, per model."""
+    body = ""
+    for entry in out.models:
+        judged = entry.metrics.judge or {}
+        count = judged.get("disagreements")
+        if not isinstance(count, int) or count < 1:
+            continue
+        shown = [s for s in judged.get("disagreeing_samples") or [] if isinstance(s, dict)]
+        keys = ("prompt_id", "sample", "answer", "stated_answer", "rule", "judge")
+        rows = [[str(s.get(key))[:200] for key in keys] for s in shown]  # a gold or stated answer may be long
+        body += (f"<h3>Rules and judge disagree: {esc(entry.model)} ({number(count)} samples"
+                 f"{f', the first {len(rows)} shown' if len(rows) < count else ''})</h3>"
+                 + table(["problem", "sample", "gold", "stated answer", "rules", "judge"], rows))
+    return body
 
 
 def eval_(out: EvalOutput) -> str:
@@ -263,6 +293,7 @@ def eval_(out: EvalOutput) -> str:
             found = [entry.groups.get(column, {}).get(value) for entry in out.models]
             rows.append([value, *("–" if m is None else f"{share(m.pass1)} of {number(m.samples)}" for m in found)])
         body += f"<h3>pass@1 per {esc(column)}</h3>" + table([column, *names], rows, right=len(names))
+    body += _disagreements(out)
     if any(entry.forced or entry.cut for entry in out.models):
         body += _scaling(out)
     return body

@@ -29,6 +29,10 @@ Rules (options; columns read):
 Task rules (TASKS), for the synthetic tasks of `r1distill synth` (see tasks.py):
 - countdown: the equation reaches the target from the given numbers (numbers, target, finish_reason).
 - arithmetic: the integer answer is exact (answer, finish_reason).
+
+The LLM judge (judge.py) is the accuracy rule plus a model asked through `backends` about the rows it
+cannot decide: `JudgedAccuracy(Accuracy(...), Judge(JudgeSettings(...), cache))`, the same reward
+object for filter's `--check judge`, eval's `--accuracy judge` and rl's `--reward judge`.
 """
 
 from __future__ import annotations

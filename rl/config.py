@@ -16,6 +16,7 @@ from pathlib import Path
 from r1distill import context, requirements
 from r1distill.errors import UsageError
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS, CodeSettings
+from r1distill.rewards.judge import JudgeSettings
 from r1distill.training import recipe
 from r1distill.training.ranks import world_size
 from r1distill.training.settings import TrainingSettings
@@ -24,12 +25,12 @@ TEMPLATES = ("chat", "r1-zero")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 SCALE_REWARDS = ("group", "batch", "none")
 VLLM_MODES = ("colocate", "server")
-REWARDS = RULES + TASKS
+REWARDS = (*RULES, *TASKS, "judge")
 
 
 @dataclass
-class RLConfig(TrainingSettings, CodeSettings):
-    """Settings of one `r1distill rl` run (with the code reward's `CodeSettings`)."""
+class RLConfig(TrainingSettings, CodeSettings, JudgeSettings):
+    """Settings of one `r1distill rl` run (with the code reward's `CodeSettings` and the judge's `JudgeSettings`, for --reward judge)."""
 
     input: str
     """Prompts: a prompt table (problem, answer), a `r1distill filter` output (with pass rates) or a `generate` output; a Hub dataset id too."""
@@ -51,6 +52,8 @@ class RLConfig(TrainingSettings, CodeSettings):
     """How the accuracy reward compares answers."""
     timeout: float = 5.0
     """Seconds Math-Verify may spend on one answer; then its accuracy reward is None (no signal, never a stalled step)."""
+    judge_deadline: float = 120.0
+    """Seconds the judge requests of one step may take (--reward judge); the completions not judged by then score 0 and are counted (rewards/judge_reward/late)."""
     language: str = "en"
     """Target language of the reasoning (language reward)."""
     lenient_format: bool = False
@@ -144,6 +147,11 @@ class RLConfig(TrainingSettings, CodeSettings):
             problems.append("--reward: each reward once (give a weight with NAME=WEIGHT)")
         if not names and self.reward_model is None:
             problems.append("no reward: give --reward or --reward-model")
+        if "judge" in names and "accuracy" in names:
+            problems.append("--reward judge is the accuracy reward with a judge for what rules cannot decide: drop --reward accuracy")
+        problems += self.judge_problems("judge" in names, servers_only=True)  # a local judge would share the policy's devices
+        if not self.judge_deadline > 0:
+            problems.append(f"--judge-deadline must be positive, got {self.judge_deadline}")
         if "length" in names and self.length_max_tokens is None:
             problems.append("--reward length needs --length-max-tokens")
         if self.system is not None and self.template == "r1-zero":

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from r1distill.rewards import Accuracy, Rule
+from r1distill.rewards.judge import LATE
 from r1distill.rewards.text import completion_text
 from r1distill.schema import FINISH_LENGTH, FINISH_STOP, canonical_completion
 
@@ -66,6 +67,8 @@ class PolicyReward:
         texts = [canonical_completion(completion_text(c), prefilled_think=self.prefilled_think) for c in completions]
         finish = [FINISH_STOP if ids and ids[-1] in self.stop_ids else FINISH_LENGTH for ids in completion_ids]
         data = {name: columns[name] for name in self.rule.columns if name in columns and name not in POLICY_COLUMNS}
+        if "problem" in self.rule.columns:  # the judge's: the problem as the policy was asked it (its user turn)
+            data["problem"] = [completion_text(prompt) for prompt in prompts]
         judged = self.rule.judge(texts, completion_ids=completion_ids, finish_reason=finish, **data)
         if self.first:
             self.rollouts.start(prompts, texts, finish)
@@ -73,4 +76,6 @@ class PolicyReward:
         scores = [judgement.score for judgement in judged]
         if log_metric is not None and scores:
             log_metric(f"rewards/{self.__name__}/unscored", sum(score is None for score in scores) / len(scores))
+            if self.rule.name == "judge":  # completions the judge did not answer within --judge-deadline (scored 0)
+                log_metric(f"rewards/{self.__name__}/late", sum(j.verdict == LATE.verdict for j in judged) / len(judged))
         return scores

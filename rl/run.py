@@ -45,6 +45,7 @@ from r1distill.errors import UsageError, first_line
 from r1distill.generate.prompts import R1_ZERO
 from r1distill.rl.config import RESUMABLE, RLConfig
 from r1distill.rl.data import PromptStats, load_prompt_set, trainer_rows
+from r1distill.rewards.judge import Judge, JudgedAccuracy
 from r1distill.rl.rewards import POLICY_COLUMNS, PolicyReward, Rollouts
 from r1distill.schema import ANSWER, THINK_CLOSE, THINK_OPEN
 from r1distill.training import model as policy
@@ -161,6 +162,12 @@ def _rules(cfg: RLConfig) -> tuple[list, list[float]]:
     }
     rules, weights = [], []
     for name, weight in cfg.reward_weights():
+        if name == "judge":  # a server judge, one step's requests bounded by --judge-deadline; policies' completions never repeat: no cache
+            judge = Judge(cfg, None, deadline=cfg.judge_deadline)
+            judge.open()  # one preflight request now: a wrong URL, model or key is one line before any weight loads
+            rules.append(JudgedAccuracy(rewards.rule("accuracy", **options["accuracy"]), judge))
+            weights.append(weight)
+            continue
         try:
             rules.append(rewards.rule(name, **options.get(name, {})))
         except ValueError as err:
@@ -297,7 +304,7 @@ def save(trainer, plan: Plan) -> RLSummary:
     cfg, out = plan.cfg, Path(plan.cfg.output)
     policy.save(trainer, cfg)
     logged = [h for h in trainer.state.log_history if "reward" in h]
-    timeouts = sum(rule.timeouts for rule in plan.rules if isinstance(rule, rewards.Accuracy))
+    timeouts = sum(rule.timeouts for rule in plan.rules if isinstance(rule, (rewards.Accuracy, JudgedAccuracy)))
     summary = RLSummary(str(out), trainer.state.global_step, plan.stats, logged[0] if logged else {}, logged[-1] if logged else {}, timeouts)
     if not trainer.is_world_process_zero():
         return summary

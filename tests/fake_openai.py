@@ -18,7 +18,8 @@
     [[cutthink]]    chat: thinking cut at the token limit before its </think>, finish_reason "length"
     [[cut]]         raw text (completions endpoint): thinking that never closes, finish_reason "length",
                     unless the prompt already closed it (a forced continuation): then " 42", stop
-Everything else answers at once with an inline <think> block and a boxed answer. With `model` set, a
+Everything else answers at once with an inline <think> block and a boxed answer, or with what `reply`
+(a function of the prompt text, e.g. a judge's verdict) returns as the content. With `model` set, a
 request for another model gets OpenAI's 404; with `refusal` set, every request gets a 400 saying it. With
 `prefills_think`, the chat template (ChatML) opens <think> itself, as `vllm serve` of an R1-Distill model
 does: chat replies lack the opening tag, and vLLM's /tokenize and /detokenize (at the server's root; absent
@@ -37,6 +38,7 @@ import re
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -61,6 +63,8 @@ class FakeOpenAI:
     """Serve vLLM's /tokenize and /detokenize."""
     refusal: str | None = None
     """When set, every request (the preflight too) is answered 400 with this text."""
+    reply: Callable[[str], str] | None = None
+    """When set, the content of every chat reply that no directive decides, from the prompt's text."""
     attempts: Counter = field(default_factory=Counter)
     served: int = 0
     requests: list[dict] = field(default_factory=list)
@@ -165,6 +169,8 @@ class FakeOpenAI:
         finish = "length" if "length" in directives else "stop"
         if chat and "reasoning" in directives:
             choice = {"message": {"role": "assistant", "content": answer, "reasoning_content": thinking}, "finish_reason": finish}
+        elif chat and self.reply is not None:
+            choice = {"message": {"role": "assistant", "content": self.reply(text)}, "finish_reason": finish}
         elif chat:
             opened = "" if self.prefills_think else "<think>\n"
             content = f"{opened}{thinking}" if "cutthink" in directives else f"{opened}{thinking}\n</think>\n\n{answer}"

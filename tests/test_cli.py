@@ -68,7 +68,7 @@ def test_every_setting_is_an_option_whose_help_is_the_fields_doc(command, config
 
 def test_fixed_choices_and_list_defaults_are_shown():
     help_text = " ".join(runner.invoke(app, ["filter", "--help"], env={"COLUMNS": "400"}).output.split())
-    assert "Choices: accuracy, format, language, length, truncated, repetition, code." in help_text
+    assert "Choices: accuracy, format, language, length, truncated, repetition, code, judge." in help_text
     assert "[default: accuracy, format, language, truncated, repetition]" in help_text
     assert "Choices: math, choice, exact." in help_text and "Choices: en, zh, ja, ko, ru, ar." in help_text
     generate_help = " ".join(runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "400"}).output.split())

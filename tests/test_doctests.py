@@ -41,6 +41,7 @@ WITH_EXAMPLES = [
     "r1distill.rewards",
     "r1distill.rewards.accuracy",
     "r1distill.rewards.code",
+    "r1distill.rewards.judge",
     "r1distill.rewards.rules",
     "r1distill.rewards.tasks",
     "r1distill.rewards.text",
