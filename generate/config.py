@@ -72,6 +72,10 @@ class GenerationSettings:
             return None
         return context.generation_problem(model, tokens, option, vllm=self.backend == "vllm", max_model_len=self.max_model_len, length_option="--max-model-len")
 
+    def template_kwargs(self) -> dict:
+        """--chat-template-kwargs as the keyword arguments the chat template gets (ValueError names a bad one)."""
+        return template_kwargs(self.chat_template_kwargs)
+
 
 @dataclass
 class GenerateConfig(GenerationSettings):
@@ -107,10 +111,6 @@ class GenerateConfig(GenerationSettings):
     """Model replicas, one process per GPU group, each on its own part of the prompts (vllm)."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in the manifest."""
-
-    def template_kwargs(self) -> dict:
-        """--chat-template-kwargs as the keyword arguments the chat template gets (ValueError names a bad one)."""
-        return template_kwargs(self.chat_template_kwargs)
 
     def shard_parts(self) -> tuple[int, int]:
         index, _, count = self.shard.partition("/")
