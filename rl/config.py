@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, missing_training
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS
 from r1distill.training import recipe
 from r1distill.training.settings import TrainingSettings
@@ -125,7 +125,7 @@ class RLConfig(TrainingSettings):
 
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings (the prompts and model are checked later)."""
-        problems = self.shared_problems(self.output, self.lr_scheduler)
+        problems = self.shared_problems("rl", self.output, self.lr_scheduler)
         for name, value, allowed in (("template", self.template, TEMPLATES), ("accuracy", self.accuracy, ACCURACY_MODES),
                                      ("language", self.language, tuple(LANGUAGE_SCRIPTS)), ("loss-type", self.loss_type, LOSS_TYPES),
                                      ("scale-rewards", self.scale_rewards, SCALE_REWARDS), ("vllm-mode", self.vllm_mode, VLLM_MODES)):
@@ -206,6 +206,9 @@ TRL_NAMES = {
 
 def _trl_fields(path: str, unknown: dict) -> dict:
     """The recipe keys that are other GRPOConfig fields, as the `trl` setting; UsageError for any other key."""
+    missing = missing_training("rl")
+    if missing:
+        raise UsageError(missing)
     from trl import GRPOConfig
 
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}
