@@ -10,7 +10,10 @@ import pytest
 
 import r1distill
 
-MODULES = sorted(info.name for info in pkgutil.walk_packages(r1distill.__path__, "r1distill."))
+from r1distill.errors import TRAINING_LIBRARIES
+
+# setup.py lies in the package's folder but is the build's script, not a module of the package.
+MODULES = sorted(info.name for info in pkgutil.walk_packages(r1distill.__path__, "r1distill.") if info.name != "r1distill.setup")
 
 
 def test_the_package_has_modules_with_doctests():
@@ -19,5 +22,11 @@ def test_the_package_has_modules_with_doctests():
 
 @pytest.mark.parametrize("module", MODULES)
 def test_doctests(module):
-    result = doctest.testmod(importlib.import_module(module))
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name not in TRAINING_LIBRARIES:
+            raise
+        pytest.skip(f"{module} imports {err.name}: needs the training extra")
+    result = doctest.testmod(loaded)
     assert result.failed == 0
