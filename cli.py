@@ -268,10 +268,11 @@ def sft(cfg: SFTConfig) -> None:
     Hugging Face layout (loadable by `r1distill generate --model OUT` and vLLM), checkpoints,
     metrics.jsonl and a model card.
     """
-    from r1distill.distill.run import print_summary
-    from r1distill.distill.run import sft as run_sft
-
     with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
+        cfg.check()  # before the trainer's modules load: without the training extra, one line that names it
+        from r1distill.distill.run import print_summary
+        from r1distill.distill.run import sft as run_sft
+
         summary = run_sft(cfg)
     print_summary(summary)
 
@@ -322,10 +323,11 @@ def rl(cfg: RLConfig) -> None:
     chat, with --reward language). OUT receives the policy in a plain Hugging Face layout, checkpoints,
     metrics.jsonl (rewards, completion lengths, KL, sample completions) and a model card.
     """
-    from r1distill.rl.run import print_summary
-    from r1distill.rl.run import rl as run_rl
-
     with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
+        cfg.check()  # before the trainer's modules load: without the training extra, one line that names it
+        from r1distill.rl.run import print_summary
+        from r1distill.rl.run import rl as run_rl
+
         summary = run_rl(cfg)
     print_summary(summary)
 

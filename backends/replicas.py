@@ -114,7 +114,7 @@ class Rotation:
             waits = [replica.probe_at - now for replica in self.replicas if not replica.probing]
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=min(waits) if waits else None)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 continue
 
     def given_up(self) -> bool:

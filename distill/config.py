@@ -68,7 +68,7 @@ class SFTConfig(TrainingSettings):
 
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings (the input and model are checked later)."""
-        problems = self.shared_problems(self.output, self.lr_scheduler)
+        problems = self.shared_problems("sft", self.output, self.lr_scheduler)
         if self.template not in TEMPLATES:
             problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
         if self.max_length < 16:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1distill import files
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, missing_training
 from r1distill.eval.benchmarks import BENCHMARKS
 from r1distill.generate.config import GenerateConfig, GenerationSettings
 from r1distill.rewards import ACCURACY_MODES, CodeSettings
@@ -111,6 +111,9 @@ class EvalConfig(GenerationSettings, CodeSettings, JudgeSettings):
             problems.append("give at least one --model")
         if len(set(self.models)) < len(self.models):
             problems.append("each --model may be given once")
+        missing = missing_training("--tokenizer", ("transformers",)) if self.tokenizer is not None else None
+        if missing:
+            problems.append(missing)
         if self.completions is None and self.thinking_budget and self.backend == "openai" and not self.tokenizer:
             problems.append("--thinking-budget with --backend openai needs --tokenizer (the served model's, to render prompts for the completions endpoint)")
         if self.completions is None:

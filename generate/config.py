@@ -10,7 +10,7 @@ from pathlib import Path
 
 from r1distill import context, requirements
 from r1distill.backends import BACKENDS
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, missing_training
 from r1distill.generate.prompts import RAW_TEMPLATES, TEMPLATES
 from r1distill.redact import redact_text
 from r1distill.schema import PROBLEM
@@ -174,7 +174,10 @@ class GenerateConfig(GenerationSettings):
         elif self.base_urls:
             problems.append(f"--base-url only applies to --backend openai, not {self.backend}")
         problems += requirements.missing(self)
-        if self.device is not None:
+        missing = missing_training("--backend transformers (the default)", ("torch", "transformers")) if self.backend == "transformers" else None
+        if missing:
+            problems.append(missing)
+        elif self.device is not None:
             problems += _device_problems(self.device, self.backend)
         if self.max_model_len is not None and (self.backend != "vllm" or self.max_model_len < 2):
             problems.append("--max-model-len only applies to --backend vllm and must be at least 2")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1distill import context, requirements
-from r1distill.errors import UsageError
+from r1distill.errors import UsageError, missing_training
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, RULES, TASKS, CodeSettings
 from r1distill.rewards.judge import JudgeSettings
 from r1distill.training import recipe
@@ -128,7 +128,7 @@ class RLConfig(TrainingSettings, CodeSettings, JudgeSettings):
 
     def check(self) -> None:
         """Raise one UsageError listing every problem with these settings (the prompts and model are checked later)."""
-        problems = self.shared_problems(self.output, self.lr_scheduler) + self.code_problems()
+        problems = self.shared_problems("rl", self.output, self.lr_scheduler) + self.code_problems()
         for name, value, allowed in (("template", self.template, TEMPLATES), ("accuracy", self.accuracy, ACCURACY_MODES),
                                      ("language", self.language, tuple(LANGUAGE_SCRIPTS)), ("loss-type", self.loss_type, LOSS_TYPES),
                                      ("scale-rewards", self.scale_rewards, SCALE_REWARDS), ("vllm-mode", self.vllm_mode, VLLM_MODES)):
@@ -220,6 +220,9 @@ TRL_NAMES = {
 
 def _trl_fields(path: str, unknown: dict) -> dict:
     """The recipe keys that are other GRPOConfig fields, as the `trl` setting; UsageError for any other key."""
+    missing = missing_training("rl")
+    if missing:
+        raise UsageError(missing)
     from trl import GRPOConfig
 
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}

@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny random model with the real SmolLM2 tokenizer, a fake OpenAI server, helpers."""
+"""Shared fixtures: a tiny random model with the real SmolLM2 tokenizer, a fake OpenAI server, helpers.
+
+Where the training extra is not installed (`pip install -e ".[test]"`, as CI's Python 3.10 run has it),
+the tests marked `train` and those using the model fixtures below are skipped, saying so.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,21 @@ from pathlib import Path
 import pytest
 
 from fake_openai import FakeOpenAI
+from r1distill.errors import missing_training
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The fixture every model fixture below starts from: it needs transformers, and the models torch.
+TRAINING_FIXTURE = "smollm2_tokenizer_dir"
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = missing_training("this test")
+    if missing is None:
+        return
+    skip = pytest.mark.skip(reason=missing)
+    for item in items:
+        if item.get_closest_marker("train") or TRAINING_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -125,6 +125,7 @@ def test_the_run_state_is_not_written_through_a_link_at_its_old_temporary_name(t
     assert json.loads((run_dir / "pipeline.json").read_text())["stages"]["prompts"]["finished"]
 
 
+@pytest.mark.train
 def test_the_launch_file_is_new_private_and_removed_and_never_written_through_a_link(tmp_path):
     from r1distill.pipeline.run import RunConfig, run_pipeline
 
@@ -145,6 +146,7 @@ def test_the_launch_file_is_new_private_and_removed_and_never_written_through_a_
     assert sorted(p.name for p in run_dir.iterdir()) == [".sft.launch.yaml", "pipeline.json", "sft"]
 
 
+@pytest.mark.train
 def test_run_json_and_the_metrics_kept_on_resume_are_not_written_through_links(tmp_path):
     from r1distill.training import output
 
@@ -158,6 +160,7 @@ def test_run_json_and_the_metrics_kept_on_resume_are_not_written_through_links(t
     assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n'
 
 
+@pytest.mark.train
 def test_a_full_disk_keeps_the_old_run_json_and_leaves_no_temporary(small_disk):
     from r1distill.training import output
 
@@ -200,6 +203,7 @@ def test_a_new_file_gets_the_umask_permissions_and_a_launch_file_is_private(tmp_
     assert (tmp_path / "card.md").stat().st_mode & 0o777 == 0o640 and secret.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("content", ['{"settings": {"model": "m"', "not json", '["a list"]', '{"started": "then"}', '{"settings": 3}'])
 def test_a_damaged_run_json_is_one_line_naming_it(tmp_path, content):
     data = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}])

@@ -33,6 +33,7 @@ def test_a_prompt_longer_than_the_context_is_an_error_row_at_once_and_the_run_go
     assert summary.failed == 1
 
 
+@pytest.mark.train
 @pytest.mark.parametrize(
     ("option", "message"),
     [

@@ -184,6 +184,7 @@ def test_a_folder_the_runner_did_not_make_is_refused(tmp_path, fake_server):
     assert (run_dir / "generate" / "mine.txt").read_text() == "precious"
 
 
+@pytest.mark.train
 def test_the_quickstart_recipe_is_valid_and_runs_every_stage(tmp_path):
     recipe = REPO / "recipes" / "quickstart.yaml"
     result = run_cli("run", str(recipe), "--check", "-o", str(tmp_path / "qs"))
@@ -195,6 +196,7 @@ def test_the_quickstart_recipe_is_valid_and_runs_every_stage(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.train
 @pytest.mark.timeout(1800)
 def test_the_quickstart_runs_end_to_end_on_the_cpu(tmp_path):
     """The README's first command, as written (minutes: the real SmolLM2 generates, trains and evaluates)."""
@@ -269,4 +271,5 @@ def test_the_reference_gpu_recipes_have_no_problem_but_a_missing_gpu(recipe, tmp
         read(recipe, str(tmp_path / "run"))
     except UsageError as err:
         problems = str(err).removeprefix(f"{recipe}: ").split("; stage ")
-        assert all("vLLM" in problem for problem in problems), str(err)
+        # Without the training extra (CI's Python 3.10 run), sft and rl say so too.
+        assert all("vLLM" in problem or "needs the training extra" in problem for problem in problems), str(err)

@@ -296,6 +296,7 @@ def test_a_failed_write_keeps_the_old_report(outputs, tmp_path, monkeypatch):
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
+@pytest.mark.train
 def test_help_is_the_settings_docs_and_the_file_names_are_trainings():
     from r1distill.training.callbacks import METRICS_FILE
     from r1distill.training.output import RUN_FILE

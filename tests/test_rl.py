@@ -18,6 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import assert_usage_error, run_cli, write_jsonl
+
+# The stage's own module imports transformers: without the training extra the whole file skips.
+pytest.importorskip("trl", reason="needs the training extra: pip install -e '.[train]'")
 from r1distill.cli import app
 from r1distill.errors import UsageError
 from r1distill.filter.run import FilterConfig, filter_traces

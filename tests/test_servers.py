@@ -20,6 +20,7 @@ from fake_openai import BacklogServer, FakeOpenAI, dead_url
 from r1distill.generate import GenerateConfig, generate
 from r1distill.backends import Request, Sampling
 from r1distill.backends.openai_compat import OpenAIBackend
+from r1distill.backends.replicas import Failure, Replica, Rotation
 
 
 def _config(tmp_path: Path, base_urls: list[str], problems: list[str], **settings) -> GenerateConfig:
@@ -78,6 +79,19 @@ def test_when_every_replica_is_gone_the_rest_fail_at_once_with_the_reason(tmp_pa
     assert summary.failure_reasons.get("connection_refused", 0) >= summary.failed - 4, "only requests in flight at the kill differ"
     refused = _traces(tmp_path).filter(pl.col("error").str.starts_with("connection_refused"))["error"][0]
     assert "Cannot connect to host" in refused
+
+
+def test_a_replica_out_of_the_rotation_is_probed_once_its_backoff_has_passed():
+    # The wait for the backoff ends in asyncio.wait_for's timeout, which is not the builtin TimeoutError
+    # before Python 3.11: there it escaped and failed every request still waiting for a replica.
+    replica = Replica(dead_url(), None)
+    rotation = Rotation([replica], retry_delay=0.05, max_retry_delay=1.0, max_probes=3)
+    rotation.take_out(replica, Failure("connection_refused", "Cannot connect to host", unreachable=True))
+
+    async def pick():
+        return await asyncio.wait_for(rotation.pick(), timeout=10)
+
+    assert asyncio.run(pick()) == (replica, True)
 
 
 def test_a_server_with_backlog_5_completes_every_row_at_concurrency_256(tmp_path):

@@ -17,6 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import assert_usage_error, run_cli, write_jsonl
+
+# The stage's own module imports transformers: without the training extra the whole file skips.
+pytest.importorskip("trl", reason="needs the training extra: pip install -e '.[train]'")
 from r1distill.cli import app
 from r1distill.distill.config import SFTConfig, read_recipe
 from r1distill.distill.run import build_trainer, plan_run, sft

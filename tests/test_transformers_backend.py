@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 
 from conftest import run_cli, write_jsonl
 from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.generate import GenerateConfig, generate
+
+pytestmark = pytest.mark.train
 
 
 def _problems(tmp_path, count=3):

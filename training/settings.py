@@ -1,5 +1,5 @@
 """The settings sft and rl share (LoRA, checkpoints kept, resume, trackers, the Hub, the split): one field
-with one doc each, checked once in `shared_problems`. The stages' configs inherit them, so
+with one doc each, checked once in `shared_problems` (the training extra's libraries too). The stages' configs inherit them, so
 `r1distill sft --help` and `r1distill rl --help` list them after the stage's own options."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from r1distill.errors import missing_training
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr")
 REPORTERS = ("tensorboard", "wandb", "trackio", "mlflow")
@@ -39,9 +41,10 @@ class TrainingSettings:
     split: str = "train"
     """Split of a Hub dataset or save_to_disk folder."""
 
-    def shared_problems(self, output: str, lr_scheduler: str) -> list[str]:
-        """The problems with these settings, with the stage's -o OUT and --lr-scheduler, for its `check`."""
-        problems = []
+    def shared_problems(self, stage: str, output: str, lr_scheduler: str) -> list[str]:
+        """The problems with these settings, with the stage's name, -o OUT and --lr-scheduler, for its `check`."""
+        missing = missing_training(stage)
+        problems = [missing] if missing else []
         if lr_scheduler not in SCHEDULERS:
             problems.append(f"--lr-scheduler must be one of {', '.join(SCHEDULERS)}, got {lr_scheduler!r}")
         unknown = [r for r in self.report_to if r not in REPORTERS]
