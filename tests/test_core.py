@@ -147,6 +147,8 @@ class _FakeVLLM(types.ModuleType):
 def test_the_vllm_backend_turns_engine_failures_into_error_rows_and_passes_max_model_len(monkeypatch):
     fake = _FakeVLLM()
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    # The backend asks vLLM's platform whether it runs on a CPU (float32, eager there): a GPU here.
+    monkeypatch.setitem(sys.modules, "vllm.platforms", types.SimpleNamespace(current_platform=types.SimpleNamespace(is_cpu=lambda: False)))
     backend = make_backend("vllm", "some/model", Sampling(64, 0.6, 0.95), max_model_len=4096, batch_size=1)
     assert fake.built["max_model_len"] == 4096 and fake.built["model"] == "some/model"
     raw = [
