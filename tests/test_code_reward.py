@@ -17,9 +17,6 @@ import pytest
 from r1distill.rewards import rule
 from r1distill.rewards.code import CodeReward, extract_code, parse_tests
 from r1distill.rewards.sandbox import SandboxUnavailable
-from r1distill.rl.config import RLConfig
-from r1distill.rl.rewards import PolicyReward, Rollouts
-from r1distill.rl.run import _rules
 from r1distill.synth.run import SynthConfig, synth
 
 CALL = {"inputs": [[[1, 2, 3]], [[]], [[5, -5, 10]]], "outputs": [6, 0, 10], "fn_name": "f"}
@@ -154,7 +151,12 @@ def test_eval_accuracy_code_over_completions(tmp_path, code_reward):
     assert entry["metrics"]["pass@1"] == pytest.approx(0.5)
 
 
+@pytest.mark.train  # rl's modules import transformers
 def test_rl_code_reward_scores_the_policy_completions(tmp_path, code_reward):
+    from r1distill.rl.config import RLConfig
+    from r1distill.rl.rewards import PolicyReward, Rollouts
+    from r1distill.rl.run import _rules
+
     prompts = tmp_path / "prompts.jsonl"
     synth(SynthConfig(task="code", output=str(prompts), n=2))
     rows = pl.read_ndjson(prompts).to_dicts()
