@@ -263,7 +263,7 @@ def test_a_stage_under_accelerate_launch_trains_and_dies_with_the_runner(tmp_pat
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes" / "pipelines").glob("*.yaml")), ids=lambda path: path.stem)
 def test_the_reference_gpu_recipes_have_no_problem_but_a_missing_gpu(recipe, tmp_path):
-    # They cannot run here; every check but vLLM's presence (a GPU machine's) still applies.
+    # They cannot run here; every check but the GPU packages' presence (vllm, deepspeed: a GPU machine's) still applies.
     from r1distill.errors import UsageError
     from r1distill.pipeline.recipe import read
 
@@ -272,4 +272,4 @@ def test_the_reference_gpu_recipes_have_no_problem_but_a_missing_gpu(recipe, tmp
     except UsageError as err:
         problems = str(err).removeprefix(f"{recipe}: ").split("; stage ")
         # Without the training extra (CI's Python 3.10 run), sft and rl say so too.
-        assert all("vLLM" in problem or "needs the training extra" in problem for problem in problems), str(err)
+        assert all("pip install 'r1distill[gpu]'" in problem or "needs the training extra" in problem for problem in problems), str(err)
