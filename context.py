@@ -41,8 +41,12 @@ class ModelLength:
 
 def model_length(model: str) -> ModelLength | None:
     """The positions of `model` (a local folder, a cached Hub id or the embedded alias), or None when its
-    config cannot be read without a download or has no max_position_embeddings."""
-    from transformers import AutoConfig
+    config cannot be read without a download or has no max_position_embeddings (or, in the core install,
+    without transformers: the stage that needs it names the training extra instead)."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        return None
 
     path = models.cached(model)
     local = Path(path).expanduser()
