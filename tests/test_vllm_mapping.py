@@ -66,5 +66,5 @@ def test_choosing_vllm_without_it_installed_is_a_one_line_error(tmp_path):
     source = write_jsonl(tmp_path / "p.jsonl", [{"problem": "q"}])
     result = CliRunner().invoke(app, ["generate", str(source), "-o", str(tmp_path / "out"), "--backend", "vllm"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: --backend vllm needs vLLM on a GPU machine: pip install 'r1distill[vllm]'"
+    assert result.stderr.strip() == "error: --backend vllm needs vllm, which is not installed: pip install 'r1distill[gpu]' (NVIDIA GPU)"
     assert not (tmp_path / "out").exists()
