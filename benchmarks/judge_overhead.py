@@ -20,13 +20,13 @@ alternating, best of `--repeats`, over the same table of `--rows` traces whose g
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import os
 import platform
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,39 +34,14 @@ from pathlib import Path
 from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.rewards.judge import CACHE_FILE
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from openai_client import serve_instantly  # noqa: E402  (the client benchmark's instant server, with the judge's reply)
+
 REPLY = json.dumps({
     "id": "judge-bench", "object": "chat.completion",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Both name the same city.\nVERDICT: CORRECT"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 200, "completion_tokens": 12, "total_tokens": 212},
 }).encode()
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(REPLY), REPLY)
-
-
-class _Instant(asyncio.Protocol):
-    """Answers every complete HTTP request on a connection with the judge reply, at once."""
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data):
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = self.buffer[:end].lower()
-            start = head.find(b"content-length:")
-            length = int(head[start + 15 :].split(b"\r\n", 1)[0]) if start >= 0 else 0
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            self.transport.write(RESPONSE)
-
-
-def _serve(sock: socket.socket) -> None:
-    os.sched_setaffinity(0, {0})
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(loop.create_server(_Instant, sock=sock, backlog=4096))
-    loop.run_forever()
-
 
 def _traces(path: Path, rows: int) -> Path:
     thinking = "We recall the capitals of Europe one by one until we reach France. " * 20
@@ -95,7 +70,7 @@ def main() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)
-    server = multiprocessing.get_context("fork").Process(target=_serve, args=(sock,), daemon=True)
+    server = multiprocessing.get_context("fork").Process(target=serve_instantly, args=(sock, REPLY), daemon=True)
     server.start()
     judge = {"judge_model": "judge", "judge_base_urls": [f"http://127.0.0.1:{sock.getsockname()[1]}/v1"], "judge_concurrency": args.concurrency}
     work = Path(tempfile.mkdtemp(prefix="judge-bench-"))
