@@ -89,13 +89,15 @@ class SFTConfig(TrainingSettings):
         problems += requirements.missing(self)
         if self.max_length >= 16 and (problem := context.training_problem(self.model, self.max_length, "--max-length")):
             problems.append(problem)
+        if problem := self.held_out_context_problem(self.model):
+            problems.append(problem)
         if problems:
             raise UsageError("; ".join(problems))
 
 
 # Settings that may change between the runs of one OUT: how long, how often, where to report.
 RESUMABLE = ("epochs", "max_steps", "resume", "logging_steps", "save_steps", "save_total_limit", "eval_steps", "report_to",
-             "push_to_hub", "merge_lora", "command")
+             "push_to_hub", "merge_lora", "command", "eval_every", "eval_prompts", "eval_max_tokens")
 
 
 def read_recipe(path: str | Path) -> dict:

@@ -38,7 +38,9 @@ from r1distill.training.template import Template, choose_template, end_of_turn_t
 from r1distill.errors import UsageError
 from r1distill.training import model as student
 from r1distill.training import output, ranks
+from r1distill.generate.prompts import build_messages
 from r1distill.training.callbacks import MetricsLog, TrainProgress
+from r1distill.training.heldout import HeldOut, held_out_callbacks, load_held_out
 from r1distill.training.recipe import trainer_arguments
 from r1distill.training.card import model_card, template_section
 
@@ -62,6 +64,8 @@ class Plan:
     checkpoint: str | None
     """The checkpoint --resume continues from."""
     started: datetime
+    held_out: HeldOut | None
+    """--eval-prompts, rendered as the student will be prompted."""
 
 
 @dataclass
@@ -102,8 +106,13 @@ def plan_run(cfg: SFTConfig) -> Plan:
     data, here = ranks.once(lambda: _prepare(cfg, tokenizer))
     # The process that prepared the data installed the template in its tokenizer; the others do it now.
     added = data.added if here else install(tokenizer, data.template)
+    held_out = None
+    if cfg.eval_prompts is not None:
+        # Asked as generate asks a teacher, through the installed template: the prompt the student is served with.
+        held_out = load_held_out(cfg.eval_prompts, lambda problem: tokenizer.apply_chat_template(
+            build_messages(problem, "chat", None, None), tokenize=False, add_generation_prompt=True))
     return Plan(cfg, model_path, tokenizer, data.template, added, end_of_turn_token(tokenizer, data.template.text), data.parity,
-                data.train, data.eval, data.stats, checkpoint, started)
+                data.train, data.eval, data.stats, checkpoint, started, held_out)
 
 
 @dataclass
@@ -159,7 +168,7 @@ def build_trainer(plan: Plan):
         eval_dataset=plan.eval,
         processing_class=tokenizer,
         peft_config=student.lora_config(cfg, tokenizer, plan.added_tokens),
-        callbacks=[MetricsLog(cfg.output), TrainProgress()],
+        callbacks=[MetricsLog(cfg.output), TrainProgress(), *held_out_callbacks(cfg, plan.held_out, tokenizer)],
     )
     return trainer
 

@@ -172,11 +172,24 @@ def _line(run: TrainingRun, key: str, label: str, color: int = 0, style: str = "
     return Line(label, *_series(run, key), color=color, style=style)
 
 
+def _held_out(run: TrainingRun) -> list[Panel]:
+    """The held-out pass@1 and format curves of --eval-every, where the run scored them."""
+    if not any("eval_pass@1" in point for point in run.points):
+        return []
+    return [Panel("held-out pass@1 (--eval-prompts, greedy)", "step", "share",
+                  [_line(run, "eval_pass@1", "pass@1"), _line(run, "eval_format", "format passed", 1, "--")], percent=True)]
+
+
 def _training_summary(run: TrainingRun, rows: list[tuple[str, object]]) -> str:
     settings = run.settings
     finished = run.finished
     status = f"finished {str(finished.get('at', ''))[:16].replace('T', ' ')} UTC after {finished.get('steps', '?')} steps" if finished else "not finished (running, or stopped before saving)"
     shown = [("model", settings.get("model")), ("data", settings.get("input")), ("template", run.template), ("status", status), *rows]
+    scored = [point for point in run.points if isinstance(point.get("eval_pass@1"), (int, float))]
+    if scored:
+        last = scored[-1]
+        stderr = f" ± {share(last['eval_pass@1_stderr'])}" if isinstance(last.get("eval_pass@1_stderr"), (int, float)) else ""
+        shown.append(("held-out pass@1", f"{share(last['eval_pass@1'])}{stderr} on {last.get('eval_prompts', 0):.0f} prompts at step {last.get('step', 0):.0f}"))
     unreadable = f"<p>Left out {run.unreadable:,} line(s) of metrics.jsonl that are not JSON (a kill can cut the last one short).</p>" if run.unreadable else ""
     return table(None, [(name, "–" if value is None else value) for name, value in shown]) + unreadable
 
@@ -194,6 +207,7 @@ def sft(run: TrainingRun) -> str:
         Panel("learning rate", "step", "learning rate", [_line(run, "learning_rate", "learning rate")]),
         Panel("gradient norm", "step", "norm", [_line(run, "grad_norm", "gradient norm")]),
         Panel("throughput", "step", "tokens / s", [_line(run, "tokens_per_second", "tokens / s")]),
+        *_held_out(run),
     ], f"sft curves of {run.name}")
     return f"{summary}<h3>Curves</h3>{figure}"
 
@@ -219,6 +233,7 @@ def rl(run: TrainingRun) -> str:
         Panel("clip ratios", "step", "share", [_line(run, "clip_ratio/region_mean", "region"), _line(run, "clip_ratio/low_mean", "low", 1, "--"),
                                                _line(run, "clip_ratio/high_mean", "high", 2, "--")], percent=True),
         Panel("learning rate", "step", "learning rate", [_line(run, "learning_rate", "learning rate")]),
+        *_held_out(run),
     ], f"rl curves of {run.name}", columns=3)
     samples = ""
     if run.first_samples is not None:

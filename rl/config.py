@@ -186,6 +186,8 @@ class RLConfig(TrainingSettings, CodeSettings, JudgeSettings):
         problems += requirements.missing(self)
         if self.max_completion_length >= 1 and (problem := self.context_problem()):
             problems.append(problem)
+        if problem := self.held_out_context_problem(self.model):
+            problems.append(problem)
         if self.vllm_server_url is not None and not (self.use_vllm and self.vllm_mode == "server"):
             problems.append("--vllm-server-url needs --use-vllm --vllm-mode server")
         if problems:
@@ -204,7 +206,8 @@ class RLConfig(TrainingSettings, CodeSettings, JudgeSettings):
 
 # Settings that may change between the runs of one OUT: how long, how often, where to report.
 RESUMABLE = ("epochs", "max_steps", "resume", "logging_steps", "log_samples", "save_steps", "save_total_limit", "report_to",
-             "push_to_hub", "merge_lora", "command", "vllm_server_url", "timeout")
+             "push_to_hub", "merge_lora", "command", "vllm_server_url", "timeout", "eval_every", "eval_prompts",
+             "eval_max_tokens")
 
 # The GRPOConfig field each setting above sets; a recipe gives these under the settings' names.
 TRL_NAMES = {

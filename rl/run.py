@@ -47,10 +47,11 @@ from r1distill.rl.config import RESUMABLE, RLConfig
 from r1distill.rl.data import PromptStats, load_prompt_set, trainer_rows
 from r1distill.rewards.judge import Judge, JudgedAccuracy
 from r1distill.rl.rewards import POLICY_COLUMNS, PolicyReward, Rollouts
-from r1distill.schema import ANSWER, THINK_CLOSE, THINK_OPEN
+from r1distill.schema import ANSWER, PROBLEM, THINK_CLOSE, THINK_OPEN
 from r1distill.training import model as policy
 from r1distill.training import output, ranks
 from r1distill.training.callbacks import MetricsLog, TrainProgress
+from r1distill.training.heldout import HeldOut, held_out_callbacks, load_held_out
 from r1distill.training.recipe import trainer_arguments
 from r1distill.training.card import model_card, template_section
 from r1distill.training.template import Template, generation_prompt_tail, install, rl_template, turn_end_token
@@ -81,6 +82,8 @@ class Plan:
     """TRL's GRPOConfig."""
     checkpoint: str | None
     started: datetime
+    held_out: HeldOut | None
+    """--eval-prompts, rendered as the policy is prompted."""
 
 
 @dataclass
@@ -211,7 +214,16 @@ def plan_run(cfg: RLConfig) -> Plan:
         prefilled = tail.rstrip().endswith(THINK_OPEN)
         end_of_turn = turn_end_token(tokenizer, template.text)
     args = _grpo_config(cfg, weights)
-    return Plan(cfg, model_path, tokenizer, template, added, end_of_turn, prefilled, rules, weights, rows, stats, args, checkpoint, started)
+    held_out = None
+    if cfg.eval_prompts is not None:
+        held_out = load_held_out(cfg.eval_prompts, lambda problem: _rendered(tokenizer, cfg, problem))
+    return Plan(cfg, model_path, tokenizer, template, added, end_of_turn, prefilled, rules, weights, rows, stats, args, checkpoint, started, held_out)
+
+
+def _rendered(tokenizer, cfg: RLConfig, problem: str) -> str:
+    """A problem as the policy sees it in training: the trainer's prompt (raw R1-Zero text, or chat messages) as text."""
+    prompt = trainer_rows([{PROBLEM: problem}], cfg.template, cfg.system)[0]["prompt"]
+    return prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
 def _prompts(cfg: RLConfig, needed: list[str]) -> tuple[list[dict], PromptStats]:
@@ -283,7 +295,8 @@ def build_trainer(plan: Plan):
         train_dataset=datasets.Dataset.from_list(plan.rows),
         processing_class=tokenizer,
         peft_config=policy.lora_config(cfg, tokenizer, plan.added_tokens),
-        callbacks=[MetricsLog(cfg.output, extra=lambda: {"samples": rollouts.samples(cfg.log_samples)}), TrainProgress("reward")],
+        callbacks=[MetricsLog(cfg.output, extra=lambda: {"samples": rollouts.samples(cfg.log_samples)}), TrainProgress("reward"),
+                   *held_out_callbacks(cfg, plan.held_out, tokenizer, mode=cfg.accuracy, layout="r1-zero" if cfg.template == "r1-zero" else "r1")],
     )
     return trainer
 

@@ -62,8 +62,10 @@ def test_sft_on_two_processes_tokenizes_once_saves_once_and_resumes(tmp_path, ti
             for i in range(16)]
     data = write_jsonl(tmp_path / "chat.jsonl", rows)
     out = tmp_path / "student"
+    # Five held-out prompts: the ranks answer three and two, and rank 0 scores all five.
+    held_out = write_jsonl(tmp_path / "held-out.jsonl", [{"problem": f"Add {i} and 1.", "answer": str(i + 1)} for i in range(5)])
     args = ["sft", str(data), "-o", str(out), "--model", str(tiny_model), "--max-steps", "2", "--max-length", "64", "--batch-size", "2",
-            "--grad-accum", "1", "--logging-steps", "1", "--save-steps", "1"]
+            "--grad-accum", "1", "--logging-steps", "1", "--save-steps", "1", "--eval-every", "2", "--eval-prompts", str(held_out), "--eval-max-tokens", "4"]
     result = _launch(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     said = " ".join(result.stderr.split())
@@ -77,12 +79,13 @@ def test_sft_on_two_processes_tokenizes_once_saves_once_and_resumes(tmp_path, ti
     metrics = _metrics(out)
     # Rank 0 alone writes metrics: each step once and one closing line.
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2] and sum("train_runtime" in m for m in metrics) == 1
+    assert [(m["step"], m["eval_prompts"]) for m in metrics if "eval_pass@1" in m] == [(2, 5)]
     assert metrics[0]["epoch"] == pytest.approx(0.25)  # both ranks take 2 of the 8 packed rows a step: 2 steps of 4 an epoch
     assert _saved_models(out) == SAVED
     assert said.count("sft → ") == 1  # one summary table, not one per rank
 
     # A run killed after checkpoint-1 resumes from it under two processes and does step 2 again, the same way.
-    first = metrics[1]
+    first = [m for m in metrics if "loss" in m][1]
     shutil.rmtree(out / "checkpoint-2")
     for leftover in ("model.safetensors", "README.md"):
         (out / leftover).unlink()
@@ -91,7 +94,8 @@ def test_sft_on_two_processes_tokenizes_once_saves_once_and_resumes(tmp_path, ti
     assert f"resuming from {out / 'checkpoint-1'}" in " ".join(result.stderr.split())
     metrics = _metrics(out)
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2]
-    assert metrics[1]["loss"] == pytest.approx(first["loss"], rel=1e-5)
+    assert [m for m in metrics if "loss" in m][1]["loss"] == pytest.approx(first["loss"], rel=1e-5)
+    assert [m["step"] for m in metrics if "eval_pass@1" in m] == [2]  # scored again by the resumed run, not kept twice
     assert _saved_models(out) == SAVED and json.loads((out / "run.json").read_text())["processes"] == 2
 
     # A bad row found by the process that reads the data: every rank says the one line and exits, none waits

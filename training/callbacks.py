@@ -1,7 +1,8 @@
 """What a training run shows and keeps: OUT/metrics.jsonl and a live progress bar, as TrainerCallbacks.
 
 metrics.jsonl has one JSON object per logging step (sft: loss, eval loss, learning rate, grad norm;
-rl: rewards, completion lengths, KL, clip ratios and sample completions; both: tokens/s), so a report
+rl: rewards, completion lengths, KL, clip ratios and sample completions; both: tokens/s; with
+--eval-every, held-out pass@1: heldout.py), so a report
 can draw its curves without TensorBoard or W&B. A resumed run appends.
 """
 
@@ -44,7 +45,7 @@ class MetricsLog(TrainerCallback):
     """
 
     def __init__(self, output: str | Path, extra: Callable[[], dict] | None = None) -> None:
-        self.path = Path(output) / METRICS_FILE
+        self.output = output
         self.rate = TokenRate()
         self.extra = extra
 
@@ -57,8 +58,13 @@ class MetricsLog(TrainerCallback):
             record["tokens_per_second"] = rate
         if self.extra is not None and "learning_rate" in logs:
             record.update(self.extra())
-        with files.open_append(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
+        append_metrics(self.output, record)
+
+
+def append_metrics(output: str | Path, record: dict) -> None:
+    """Append one line to OUT/metrics.jsonl (the trainer's logs, held-out scores)."""
+    with files.open_append(Path(output) / METRICS_FILE, "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 class TrainProgress(TrainerCallback):

@@ -1,4 +1,4 @@
-"""The settings sft and rl share (LoRA, checkpoints kept, resume, trackers, the Hub, the split): one field
+"""The settings sft and rl share (LoRA, checkpoints kept, resume, trackers, the Hub, the split, held-out pass@1): one field
 with one doc each, checked once in `shared_problems` (the training extra's libraries too). The stages' configs inherit them, so
 `r1distill sft --help` and `r1distill rl --help` list them after the stage's own options."""
 
@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import context
 from r1distill.errors import missing_training
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr")
@@ -40,6 +41,12 @@ class TrainingSettings:
     """Upload the saved model to this Hub model repository ('user/name'), token from HF_TOKEN."""
     split: str = "train"
     """Split of a Hub dataset or save_to_disk folder."""
+    eval_every: int | None = None
+    """Every N optimizer steps and after the last, answer each --eval-prompts prompt once (greedy) and score pass@1 with the shared verifier, into metrics.jsonl and the report."""
+    eval_prompts: str | None = None
+    """Held-out prompt table (problem and answer columns, e.g. a `r1distill synth` output) that --eval-every scores."""
+    eval_max_tokens: int = 1024
+    """Tokens each held-out answer may take, thinking included."""
 
     def shared_problems(self, stage: str, output: str, lr_scheduler: str) -> list[str]:
         """The problems with these settings, with the stage's name, -o OUT and --lr-scheduler, for its `check`."""
@@ -60,7 +67,19 @@ class TrainingSettings:
             problems.append("--lora-r and --lora-alpha must be at least 1")
         if not 0 <= self.lora_dropout < 1:
             problems.append(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        if (self.eval_every is None) != (self.eval_prompts is None):
+            problems.append("--eval-every and --eval-prompts go together: give both (the steps between scores and the held-out prompts) or neither")
+        if self.eval_every is not None and self.eval_every < 1:
+            problems.append(f"--eval-every must be at least 1, got {self.eval_every}")
+        if self.eval_max_tokens < 1:
+            problems.append(f"--eval-max-tokens must be at least 1, got {self.eval_max_tokens}")
         writable = next(parent for parent in (Path(output).absolute(), *Path(output).absolute().parents) if parent.exists())
         if not os.access(writable, os.W_OK):
             problems.append(f"-o {output}: {writable} is not writable (read-only or not yours); choose another folder")
         return problems
+
+    def held_out_context_problem(self, model: str) -> str | None:
+        """Why a held-out answer of --eval-max-tokens (plus its prompt) does not fit `model`, or None."""
+        if self.eval_every is None:
+            return None
+        return context.generation_problem(model, self.eval_max_tokens, "--eval-max-tokens", vllm=False, max_model_len=None, length_option="--max-model-len")
