@@ -75,6 +75,8 @@ table's columns (a budget-forcing row has no `prompt`), then
     verdict            string     the accuracy verdict, or generation_error for a row that failed in generate
     score              float64    the accuracy score (null: cannot verify)
     stated_answer      string     the final answer the completion states (`rewards.stated_answer`)
+    format_verdict     string     the format check's verdict (`rewards.rule("format")`: ok, missing_think, ...), null
+                                  for a row that failed in generate
     vote               int64      the sample's maj@k class within its (model, budget, prompt): 0 is the
                                   gold answer, equal numbers are equivalent answers, null casts no vote
 

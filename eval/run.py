@@ -148,7 +148,7 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
     if cfg.accuracy == "judge":  # the benchmark's check, and the judge for what it cannot decide (verdicts cached in OUT)
         accuracy = JudgedAccuracy(accuracy, Judge(cfg, out / CACHE_FILE))
     with accuracy:
-        scored = score(rows, accuracy, mode)
+        scored = score(rows, accuracy, mode, "r1-zero" if cfg.template == "r1-zero" else "r1")
     if isinstance(accuracy, JudgedAccuracy) and (problem := accuracy.failure_problem()):
         raise StageError(f"{problem} in {out / CACHE_FILE}")
     results = _results(cfg, benchmark, budgets, scored, tokenizers, started)
