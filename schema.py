@@ -33,6 +33,8 @@ Trace table (output of `generate`, one row per (prompt, sample); TRACE_SCHEMA):
     request_key        string     hash of the settings that change the output (not max_tokens)
     error              string     why the request failed (finish_reason "error"), else null
     created_at         timestamp  when the row was generated (UTC); the newest row wins on resume
+    forced             bool       with --thinking-budget: the thinking was cut at the budget and closed
+                                  by generate (budget forcing); null for a run without a budget
     ...                           the prompt table's extra columns
 
 Scored table (`filter` OUT/scored/, one row per input trace; every row, kept or not):
@@ -73,6 +75,8 @@ table's columns (a budget-forcing row has no `prompt`), then
     verdict            string     the accuracy verdict, or generation_error for a row that failed in generate
     score              float64    the accuracy score (null: cannot verify)
     stated_answer      string     the final answer the completion states (`rewards.stated_answer`)
+    format_verdict     string     the format check's verdict (`rewards.rule("format")`: ok, missing_think, ...), null
+                                  for a row that failed in generate
     vote               int64      the sample's maj@k class within its (model, budget, prompt): 0 is the
                                   gold answer, equal numbers are equivalent answers, null casts no vote
 
@@ -122,6 +126,7 @@ TRACE_SCHEMA = pa.schema(
         pa.field("request_key", pa.string(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("forced", pa.bool_()),
     ]
 )
 TRACE_COLUMNS = tuple(TRACE_SCHEMA.names)
@@ -219,7 +224,7 @@ def trace_table(rows: list[dict]) -> pa.Table:
 
     Built column by column: several times faster than `pa.Table.from_pylist` for the nested `prompt`.
     """
-    table = pa.table([pa.array([row[f.name] for row in rows], type=f.type) for f in TRACE_SCHEMA], schema=TRACE_SCHEMA)
+    table = pa.table([pa.array([_value(row, f.name) for row in rows], type=f.type) for f in TRACE_SCHEMA], schema=TRACE_SCHEMA)
     # pa.table accepts nulls in a required column; only the Parquet writer would refuse them, too late to tell which row.
     for name in _REQUIRED:
         if table.column(name).null_count:
@@ -227,6 +232,12 @@ def trace_table(rows: list[dict]) -> pa.Table:
     return table
 
 
+def _value(row: dict, name: str):
+    # A journal row of a version before `forced` lacks it: it was made without a thinking budget.
+    return row.get(name) if name in _ADDED else row[name]
+
+
+_ADDED = frozenset({"forced"})
 _REQUIRED = [f.name for f in TRACE_SCHEMA if not f.nullable]
 _TEXT = [f.name for f in TRACE_SCHEMA if pa.types.is_string(f.type)]
 _COUNTS = [f.name for f in TRACE_SCHEMA if pa.types.is_int32(f.type)]

@@ -56,8 +56,6 @@ class EvalConfig(GenerationSettings, CodeSettings, JudgeSettings):
     """Test-time scaling: increasing thinking budgets in tokens, e.g. 256,512,1024; each is run with budget forcing (thinking cut there, then the answer)."""
     answer_tokens: int = 256
     """Most tokens of the answer generated after a thinking cut by budget forcing."""
-    tokenizer: str | None = None
-    """Tokenizer (Hub id or folder) whose chat template renders budget-forcing prompts and that counts thinking tokens [default: the model's; --backend openai needs it for --thinking-budget]."""
     compare: list[str] = field(default_factory=list)
     """An earlier eval's results.json (or its folder) to show side by side; settings that differ are named; repeat it."""
     max_tokens: int = 32768

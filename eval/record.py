@@ -170,6 +170,8 @@ def print_results(results: list[tuple[str | None, dict]]) -> None:
     row("generation errors", lambda m: m["generation_errors"], percent=False)
     # Results written before refusals were counted apart have no such entry.
     row("of which refused for good", lambda m: m.get("generation_refused"), percent=False)
+    # Results written before the format check was measured have no such entry.
+    row("format pass (R1 layout)", lambda m: m.get("format_pass"))
     row("mean thinking tokens", lambda m: m["mean_thinking_tokens"], percent=False)
     row("mean response tokens", lambda m: m["mean_response_tokens"], percent=False)
     budgets = sorted({point["budget"] for entry, _ in columns for point in entry.get("thinking_budget", {}).get("forced", [])})

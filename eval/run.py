@@ -34,13 +34,14 @@ import orjson
 import polars as pl
 
 from r1distill import files, models, rewards
-from r1distill.errors import StageError, UsageError, first_line
+from r1distill.errors import StageError, UsageError
 from r1distill.eval.benchmarks import load_benchmark, load_completions, read_traces, slug
-from r1distill.eval.budget import FORCED_CUE, budget_rows, render_thinking_prompts
+from r1distill.eval.budget import budget_rows
 from r1distill.eval.config import GENERATIONS, RESULTS, SAMPLES, EvalConfig
 from r1distill.eval.record import differences, load_results, model_settings, print_results, versions
 from r1distill.eval.score import model_results, part_tokens, score, token_counter
 from r1distill.generate import generate
+from r1distill.generate.budget import FORCED_CUE, load_tokenizer, render_thinking_prompts
 from r1distill.generate.failures import FailedRows
 from r1distill.redact import redact_settings
 from r1distill.rewards.judge import CACHE_FILE, Judge, JudgedAccuracy
@@ -64,15 +65,7 @@ class EvalSummary:
 
 def _tokenizer(cfg: EvalConfig, model: str):
     """The tokenizer that renders budget-forcing prompts and counts tokens; None for a served model without --tokenizer."""
-    name = cfg.tokenizer or (None if cfg.backend == "openai" or cfg.completions else models.resolve(model))
-    if name is None:
-        return None
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as err:
-        raise UsageError(f"--tokenizer {name}: cannot load it ({first_line(err)}); give a Hub id or a local folder") from err
+    return load_tokenizer(cfg.tokenizer or (None if cfg.backend == "openai" or cfg.completions else models.resolve(model)))
 
 
 def _check_inputs(cfg: EvalConfig, columns: list[str]) -> None:
@@ -87,13 +80,8 @@ def _check_inputs(cfg: EvalConfig, columns: list[str]) -> None:
             check_model(model)
 
 
-def _generated(
-    cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model: str, tokenizer, rendered: pl.DataFrame | None, budgets: list[int]
-) -> tuple[pl.DataFrame, FailedRows]:
-    """Every sample of `model` (uncapped, then one set per budget) as eval scores it, and the requests that failed.
-
-    `rendered`: the prompts as budget forcing sends them (`render_thinking_prompts`), with budgets.
-    """
+def _generated(cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model: str, tokenizer, budgets: list[int]) -> tuple[pl.DataFrame, FailedRows]:
+    """Every sample of `model` (uncapped, then one set per budget) as eval scores it, and the requests that failed."""
     folder = Path(cfg.output) / GENERATIONS / slug(model)
     failures = generate(cfg.generate_config(model, str(prompts_path), str(folder / "samples"))).failures
     count = token_counter(tokenizer)
@@ -101,18 +89,16 @@ def _generated(
     thinking, response = part_tokens(natural["completion"].to_list(), count)
     parts = [natural.with_columns(pl.Series("thinking_tokens", thinking, pl.Int64), pl.Series("response_tokens", response, pl.Int64),
                                   pl.lit(None, pl.Int64).alias("budget"), pl.lit(False).alias("forced"))]
-    if budgets:
-        files.write_parquet(folder / "prompts-think.parquet", rendered)
-        for budget in budgets:
-            rows, budget_failures = budget_rows(cfg, model, rendered, budget, folder, count)
-            failures += budget_failures
-            split = [split_reasoning(completion) for completion in rows["completion"].to_list()]
-            rows = rows.with_columns(
-                pl.Series("reasoning", [reasoning for reasoning, _ in split], pl.String),
-                pl.Series("response", [answer for _, answer in split], pl.String),
-                pl.Series("response_tokens", count([answer for _, answer in split]), pl.Int64),
-            )
-            parts.append(rows.join(prompts, on=PROMPT_ID, how="left"))
+    for budget in budgets:
+        rows, budget_failures = budget_rows(cfg, model, prompts_path, prompts, budget, folder, count)
+        failures += budget_failures
+        split = [split_reasoning(completion) for completion in rows["completion"].to_list()]
+        rows = rows.with_columns(
+            pl.Series("reasoning", [reasoning for reasoning, _ in split], pl.String),
+            pl.Series("response", [answer for _, answer in split], pl.String),
+            pl.Series("response_tokens", count([answer for _, answer in split]), pl.Int64),
+        )
+        parts.append(rows.join(prompts, on=PROMPT_ID, how="left"))
     return pl.concat(parts, how="diagonal_relaxed"), failures
 
 
@@ -141,14 +127,15 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
         _check_inputs(cfg, prompts.columns)
         mode = benchmark["accuracy"]
         tokenizers = {model: _tokenizer(cfg, model) for model in cfg.models}
-        # Rendered before anything is written: a template that cannot render them stops the run here.
-        rendered = {model: render_thinking_prompts(prompts, tokenizers[model], cfg) for model in cfg.models} if budgets else {}
+        # Rendered before anything is written: a template that cannot render them stops the run here (generate renders them again).
+        for model in cfg.models if budgets else ():
+            render_thinking_prompts(prompts, tokenizers[model], cfg)
         prompts_path = out / "prompts.parquet"
         out.mkdir(parents=True, exist_ok=True)
         files.write_parquet(prompts_path, prompts)
         parts = []
         for model in cfg.models:
-            rows, model_failures = _generated(cfg, prompts, prompts_path, model, tokenizers[model], rendered.get(model), budgets)
+            rows, model_failures = _generated(cfg, prompts, prompts_path, model, tokenizers[model], budgets)
             parts.append(rows)
             failures += model_failures
         rows = pl.concat(parts, how="diagonal_relaxed")
@@ -161,7 +148,7 @@ def evaluate(cfg: EvalConfig) -> EvalSummary:
     if cfg.accuracy == "judge":  # the benchmark's check, and the judge for what it cannot decide (verdicts cached in OUT)
         accuracy = JudgedAccuracy(accuracy, Judge(cfg, out / CACHE_FILE))
     with accuracy:
-        scored = score(rows, accuracy, mode)
+        scored = score(rows, accuracy, mode, "r1-zero" if cfg.template == "r1-zero" else "r1")
     if isinstance(accuracy, JudgedAccuracy) and (problem := accuracy.failure_problem()):
         raise StageError(f"{problem} in {out / CACHE_FILE}")
     results = _results(cfg, benchmark, budgets, scored, tokenizers, started)

@@ -1,7 +1,9 @@
 """Scoring samples with the shared accuracy reward, and turning scored samples into results.
 
 Every sample gets the verdict of `rewards.rule("accuracy")` (the check filter selected with and rl
-optimises), the answer it states (`rewards.stated_answer`) and its vote class for maj@k (metrics.py).
+optimises), the answer it states (`rewards.stated_answer`), its vote class for maj@k (metrics.py) and
+the verdict of `rewards.rule("format")`, so a model's share of completions in R1's layout is measured
+with the check filter keeps traces by and rl rewards.
 Samples that failed in generate are not judged: their verdict is `generation_error`, and they are
 counted apart (those the server refused for good too: `generation_refused`) and left out of every
 rate; so are the problems whose gold cannot be verified.
@@ -13,6 +15,7 @@ from collections.abc import Callable
 
 import polars as pl
 
+from r1distill import rewards
 from r1distill.backends import failure_reason, is_permanent
 from r1distill.eval.metrics import stderr, summarize, vote_classes
 from r1distill.rewards import stated_answer
@@ -46,8 +49,9 @@ def part_tokens(completions: list[str], count_tokens) -> tuple[list[int | None],
     return [0 if reasoning is None and t is not None else t for (reasoning, _), t in zip(parts, thinking)], count_tokens([r for _, r in parts])
 
 
-def score(rows: pl.DataFrame, accuracy, mode: str) -> pl.DataFrame:
-    """`rows` with `verdict`, `score`, `stated_answer` and `vote` (maj@k class) columns added; with the
+def score(rows: pl.DataFrame, accuracy, mode: str, format_layout: str = "r1") -> pl.DataFrame:
+    """`rows` with `verdict`, `score`, `stated_answer`, `vote` (maj@k class) and `format_verdict` (R1's
+    layout, or R1-Zero's with `format_layout="r1-zero"`) columns added; with the
     judge (`JudgedAccuracy`) also `rule_verdict` and `judge_verdict` (null where it was not asked), and
     a judge's correct or incorrect is the row's verdict.
 
@@ -71,8 +75,10 @@ def score(rows: pl.DataFrame, accuracy, mode: str) -> pl.DataFrame:
     verdicts = [GENERATION_ERROR if bad else _JUDGED.get(j.verdict, j.verdict) for j, bad in zip(judged, failed)]
     scores = [None if bad else j.score for j, bad in zip(judged, failed)]
     stated = [None if bad else stated_answer(c, f, mode) for c, f, bad in zip(completions, finishes, failed)]
+    formats = [None if bad else j.verdict for j, bad in zip(rewards.rule("format", layout=format_layout).judge(completions), failed)]
     rows = rows.with_columns(
         pl.Series("verdict", verdicts, pl.String), pl.Series("score", scores, pl.Float64), pl.Series("stated_answer", stated, pl.String),
+        pl.Series("format_verdict", formats, pl.String),
         pl.int_range(pl.len()).alias("_row"),
     )
     voting = rows.filter(~pl.col("verdict").is_in([GENERATION_ERROR, *UNVERIFIABLE])).sort("model", "budget", PROMPT_ID, "sample", nulls_last=True)
@@ -106,6 +112,12 @@ def metrics(rows: pl.DataFrame) -> dict:
         pl.col("thinking_tokens").alias("thinking"), pl.col("response_tokens").alias("response"), pl.col("completion_tokens").alias("tokens"),
     )
     result = summarize(grouped.drop(PROMPT_ID).to_dicts())
+    if "format_verdict" in usable.columns:
+        # Over problems like pass@1, so base and trained compare on the same footing.
+        rates = usable.group_by(PROMPT_ID).agg((pl.col("format_verdict") == "ok").mean().alias("rate"))["rate"].to_list()
+        result["format_pass"] = sum(rates) / len(rates) if rates else None
+        result["format_pass_stderr"] = stderr(rates)
+    result["mean_thinking_tokens_stderr"] = stderr(usable["thinking_tokens"].drop_nulls().to_list())
     errors = rows.filter(pl.col("verdict") == GENERATION_ERROR)
     result["generation_errors"] = errors.height
     # Completions scored from a table of another tool's may have no error column: none refused then.
@@ -177,4 +189,4 @@ def model_results(rows: pl.DataFrame, group_by: list[str], budgets: list[int]) -
     return result
 
 
-_CURVE = ("pass@1", "pass@1_stderr", "mean_thinking_tokens", "samples")
+_CURVE = ("pass@1", "pass@1_stderr", "mean_thinking_tokens", "mean_thinking_tokens_stderr", "format_pass", "samples")

@@ -64,6 +64,8 @@ class GenerationSettings:
     """GPUs per model replica (vllm)."""
     max_model_len: int | None = None
     """Context length of prompt plus output (vllm) [default: the model's own]; past the model's positions only with VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."""
+    tokenizer: str | None = None
+    """Tokenizer (Hub id or folder) whose chat template renders budget-forcing prompts and that counts thinking tokens [default: the model's; --backend openai needs it for --thinking-budget with the chat template]."""
 
     def context_problem(self, model: str, tokens: int, option: str) -> str | None:
         """Why `tokens` of completion (plus the prompt) do not fit `model` on this backend, or None (see
@@ -90,7 +92,9 @@ class GenerateConfig(GenerationSettings):
     num_samples: int = field(default=1, metadata={"flags": ("--num-samples", "-n")})
     """Completions per prompt (rejection sampling picks among them later)."""
     max_tokens: int = 4096
-    """Most tokens per completion; rerunning with a larger value redoes only the truncated rows."""
+    """Most tokens per completion (with --thinking-budget: of the answer after the thinking); rerunning with a larger value redoes only the truncated rows."""
+    thinking_budget: int | None = None
+    """Budget forcing (s1): the chat template's prompt ends in an opened <think>, the thinking stops at this many tokens (or at the model's own </think>), the tag and "Final answer:" are forced where it was cut, and the answer follows; each row records whether it was forced."""
     shard: str = "0/1"
     """Generate only part i/N of the prompts (0-based), so N machines can share one --output."""
     problem_column: str = PROBLEM
@@ -183,12 +187,31 @@ class GenerateConfig(GenerationSettings):
             problems.append("--max-model-len only applies to --backend vllm and must be at least 2")
         elif self.max_tokens >= 1 and (problem := self.context_problem(self.model, self.max_tokens, "--max-tokens")):
             problems.append(problem)
+        problems += self._budget_problems()
         if self.data_parallel_size > 1 and self.backend != "vllm":
             problems.append("--data-parallel-size only applies to --backend vllm (use --shard for the others)")
         if Path(self.output).exists() and not Path(self.output).is_dir():
             problems.append(f"-o {self.output}: exists and is not a folder")
         if problems:
             raise UsageError("; ".join(problems))
+
+
+    def _budget_problems(self) -> list[str]:
+        if self.thinking_budget is None:
+            return []
+        if self.thinking_budget < 1:
+            return [f"--thinking-budget must be at least 1, got {self.thinking_budget}"]
+        problems = []
+        if self.template == "raw":
+            problems.append("--thinking-budget renders the prompts itself; use --template chat or r1-zero, not raw")
+        if self.backend == "openai" and self.template == "chat" and not self.tokenizer:
+            problems.append("--thinking-budget with --backend openai needs --tokenizer (the served model's, to render prompts for the completions endpoint)")
+        if self.data_parallel_size > 1:
+            problems.append("--thinking-budget runs on one replica; use --shard to spread it over machines, not --data-parallel-size")
+        tokens = self.thinking_budget + self.max_tokens
+        if self.max_tokens >= 1 and (problem := self.context_problem(self.model, tokens, f"--thinking-budget {self.thinking_budget} plus --max-tokens {self.max_tokens} =")):
+            problems.append(problem)
+        return problems
 
 
 # Credentials of other services, which --api-key-env would send to whatever host --base-url names.

@@ -31,15 +31,16 @@ if TYPE_CHECKING:
 # The settings that shape a row: one OUT holds rows made with one value of each. Budget, sample count
 # and everything about how requests are sent (URLs, concurrency, batches) may change between runs.
 # What a manifest written before a setting existed means by its absence.
-NOT_RECORDED = {"chat_template_kwargs": []}
-ROW_SETTINGS = ("model", "template", "system", "prompt_template", "temperature", "top_p", "seed", "chat_template_kwargs")
+NOT_RECORDED = {"chat_template_kwargs": [], "thinking_budget": None}
+ROW_SETTINGS = ("model", "template", "system", "prompt_template", "temperature", "top_p", "seed", "chat_template_kwargs", "thinking_budget")
 
 
 def key_settings(cfg: GenerateConfig) -> bytes:
     """The ROW_SETTINGS a request key hashes besides the messages (system and prompt template are in those);
-    template variables only when given, so the rows of runs without them keep their keys."""
+    template variables and the thinking budget only when given, so the rows of runs without them keep their keys."""
     kwargs = cfg.template_kwargs()
-    return orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed] + ([kwargs] if kwargs else []))
+    budget = [{"thinking_budget": cfg.thinking_budget}] if cfg.thinking_budget is not None else []
+    return orjson.dumps([cfg.model, cfg.template, cfg.temperature, cfg.top_p, cfg.seed] + ([kwargs] if kwargs else []) + budget)
 
 
 def request_key(settings: bytes, prompt_id: str, messages: list[dict[str, str]]) -> str:

@@ -116,6 +116,11 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
     check_settings(cfg, Path(cfg.output))
     if cfg.backend == "vllm" and cfg.data_parallel_size > 1:
         return _data_parallel(cfg, started)
+    if cfg.thinking_budget is not None:
+        # Imported here: the budget flow runs generate itself for each of its two requests.
+        from r1distill.generate.budget import generate_forced
+
+        return generate_forced(cfg, started)
     with _fewer_collections():
         prompts = _my_prompts(cfg)
         plan = _plan(prompts, cfg)

@@ -370,6 +370,11 @@ class Metrics:
     completion: float | None
     judge: dict | None
     """eval --accuracy judge: rule, judge, both and any correct, the decided counts and the disagreeing samples."""
+    format_pass: float | None = None
+    """Share of completions in R1's layout (the format check), averaged over problems; None in results written before it."""
+    format_pass_stderr: float | None = None
+    thinking_stderr: float | None = None
+    """Standard error of the mean thinking tokens."""
 
     @classmethod
     def read(cls, found: dict) -> Metrics:
@@ -378,6 +383,7 @@ class Metrics:
             found.get("maj@k") or {}, found.get("truncated"), found.get("no_answer"), found.get("generation_errors"),
             found.get("generation_refused"), found.get("mean_thinking_tokens"), found.get("mean_response_tokens"), found.get("mean_completion_tokens"),
             found.get("judge") if isinstance(found.get("judge"), dict) else None,
+            found.get("format_pass"), found.get("format_pass_stderr"), found.get("mean_thinking_tokens_stderr"),
         )
 
 

@@ -28,11 +28,14 @@ def report(cfg: ReportConfig) -> Path:
     """Write the report (see the module docstring) and return its path; the CLI and the Python API both call this."""
     found = cfg.found()
     made = datetime.now(timezone.utc)
-    bodies = []
+    read = []
     for stage, folder in found:
         log.info("reading the %s output %s", stage, folder)
-        bodies.append(_section(stage, folder, cfg.examples))
-    page = _page(found, bodies, made)
+        read.append(_read(stage, folder, cfg.examples))
+    bodies = [_section(stage, record) for (stage, _), record in zip(found, read)]
+    evals = [record for (stage, _), record in zip(found, read) if stage == "eval"]
+    runs = [record for (stage, _), record in zip(found, read) if stage == "rl"]
+    page = _page(found, bodies, made, sections.overview(evals, runs) if evals or runs else None)
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_text(out, page)
@@ -40,15 +43,24 @@ def report(cfg: ReportConfig) -> Path:
     return out
 
 
-def _section(stage: str, folder: Path, examples: int) -> str:
+def _read(stage: str, folder: Path, examples: int):
     if stage == "generate":
-        return sections.generate(inputs.read_generate(folder, examples))
+        return inputs.read_generate(folder, examples)
     if stage == "filter":
-        return sections.filter_(inputs.read_filter(folder))
+        return inputs.read_filter(folder)
     if stage == "eval":
-        return sections.eval_(inputs.read_eval(folder))
-    run = inputs.read_training(folder, stage)
-    return sections.sft(run) if stage == "sft" else sections.rl(run)
+        return inputs.read_eval(folder)
+    return inputs.read_training(folder, stage)
+
+
+def _section(stage: str, record) -> str:
+    if stage == "generate":
+        return sections.generate(record)
+    if stage == "filter":
+        return sections.filter_(record)
+    if stage == "eval":
+        return sections.eval_(record)
+    return sections.sft(record) if stage == "sft" else sections.rl(record)
 
 
 # No fetch and no script, whatever the page holds: images only from data: URIs, styles only inline.
@@ -82,11 +94,12 @@ nav ol{margin:6px 0;padding-left:22px}
 """
 
 
-def _page(found: list[tuple[str, Path]], bodies: list[str], made: datetime) -> str:
+def _page(found: list[tuple[str, Path]], bodies: list[str], made: datetime, overview: str | None) -> str:
     given = [(stage, folder.resolve().name, folder) for stage, folder in found]
     contents = "".join(
         f'<li><a href="#s{i}"><span class="stage {stage}">{stage}</span>{esc(name)}</a></li>' for i, (stage, name, _) in enumerate(given, 1)
     )
+    first = f'<section id="summary"><h2>Did it learn to think?</h2>{overview}</section>' if overview else ""
     parts = "".join(
         f'<section id="s{i}"><h2><span class="stage {stage}">{stage}</span>{esc(name)}</h2><p class="meta">{esc(folder)}</p>{body}</section>'
         for i, ((stage, name, folder), body) in enumerate(zip(given, bodies), 1)
@@ -96,7 +109,7 @@ def _page(found: list[tuple[str, Path]], bodies: list[str], made: datetime) -> s
         f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>r1distill report</title><style>{_CSS}</style></head><body>"
-        f'<header><h1>r1distill report</h1><p class="meta">made {made:%Y-%m-%d %H:%M} UTC by r1distill {esc(__version__)}</p>'
+        f'<header><h1>r1distill report</h1><p class="meta">made {made:%Y-%m-%d %H:%M} UTC by r1distill {esc(__version__)}</p>{first}'
         + table(["stage", "folder", "path"], [(stage, name, folder.resolve()) for stage, name, folder in given])
         + f"<nav><b>Contents</b><ol>{contents}</ol></nav></header><main>{parts}</main></body></html>\n"
     )

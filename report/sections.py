@@ -233,14 +233,23 @@ def rl(run: TrainingRun) -> str:
         Panel("clip ratios", "step", "share", [_line(run, "clip_ratio/region_mean", "region"), _line(run, "clip_ratio/low_mean", "low", 1, "--"),
                                                _line(run, "clip_ratio/high_mean", "high", 2, "--")], percent=True),
         Panel("learning rate", "step", "learning rate", [_line(run, "learning_rate", "learning rate")]),
+        *_thinking_panels([run]),
         *_held_out(run),
-    ], f"rl curves of {run.name}", columns=3)
+    ], f"rl curves of {run.name}", columns=4)
     samples = ""
     if run.first_samples is not None:
         samples += f"<h4>first logged step ({run.first_samples[0]:,})</h4>{examples(rl_examples(run.first_samples[1]))}"
     if run.last_samples is not None and run.last_samples[0] != run.first_samples[0]:
         samples += f"<h4>last logged step ({run.last_samples[0]:,})</h4>{examples(rl_examples(run.last_samples[1]))}"
     return f"{summary}<h3>Curves</h3>{figure}<h3>Sample completions</h3>{samples or '<p>none logged (--log-samples 0)</p>'}"
+
+
+def _thinking_panels(runs: list[TrainingRun]) -> list[Panel]:
+    """R1-Zero's two curves of GRPO runs: the share of completions passing the format check, and their thinking length."""
+    return [
+        Panel("GRPO: format pass (format check)", "step", "share", [_line(run, "format/pass", run.name, i) for i, run in enumerate(runs)], percent=True),
+        Panel("GRPO: thinking length", "step", "mean thinking tokens", [_line(run, "thinking/mean_tokens", run.name, i) for i, run in enumerate(runs)]),
+    ]
 
 
 def _metric_rows(results: list[Metrics]) -> list[list[str]]:
@@ -312,6 +321,46 @@ def eval_(out: EvalOutput) -> str:
     if any(entry.forced or entry.cut for entry in out.models):
         body += _scaling(out)
     return body
+
+
+def _plus_minus(value: float | None, error: float | None, percent: bool) -> str:
+    """A measurement with its standard error, "–" when unknown.
+
+    >>> _plus_minus(0.359, 0.042, True), _plus_minus(41.25, 3.5, False), _plus_minus(0.2, None, True), _plus_minus(None, None, False)
+    ('35.9% ± 4.2%', '41.25 ± 3.5', '20.0%', '–')
+    """
+    shown = share(value) if percent else number(value, 4)
+    if value is None or error is None:
+        return shown
+    return f"{shown} ± {share(error) if percent else number(error, 2)}"
+
+
+def overview(evals: list[EvalOutput], runs: list[TrainingRun]) -> str:
+    """The first screen: did training help? Per evaluated model its accuracy, its share of completions in
+    R1's format and its mean thinking tokens, each with its standard error, the change from the first
+    model (the base, as a pipeline lists it), then accuracy by thinking budget and the GRPO curves."""
+    rows, forcing = [], []
+    for out in evals:
+        base = out.models[0].metrics.pass1 if out.models else None
+        for i, (entry, label) in enumerate(zip(out.models, labels([entry.model for entry in out.models]))):
+            m = entry.metrics
+            change = "–" if i == 0 or base is None or m.pass1 is None else f"{(m.pass1 - base) * 100:+.1f} pts"
+            rows.append([label, out.benchmark, number(m.samples), _plus_minus(m.pass1, m.pass1_stderr, True), change,
+                         _plus_minus(m.format_pass, m.format_pass_stderr, True), _plus_minus(m.thinking, m.thinking_stderr, False)])
+            known = [p for p in entry.forced if p.limit is not None and p.pass1 is not None]
+            forcing.append(Line(label if len(evals) == 1 else f"{label} ({out.benchmark})", [p.limit for p in known], [p.pass1 for p in known],
+                                color=len(forcing), marker="o"))
+    panels = [Panel("accuracy by thinking budget (budget forcing)", "thinking budget (tokens)", "pass@1", forcing, percent=True)] if any(
+        line.x for line in forcing) else []
+    panels += _thinking_panels(runs) if runs else []
+    figure = plots.line_panels(panels, "accuracy by thinking budget, GRPO format pass and thinking length", columns=3) if panels else ""
+    head = ["model", "benchmark", "samples", "pass@1 ± s.e.", "vs first", "format pass ± s.e.", "mean thinking tokens ± s.e."]
+    return (
+        "<p>pass@1 and the format pass share (one &lt;think&gt; block, then an answer: the format check) are "
+        "averaged over problems, their standard errors over problems too; thinking tokens over samples. "
+        "The first model of each eval is the one the others are compared with.</p>"
+        + table(head, rows, right=5) + figure
+    )
 
 
 def _scaling(out: EvalOutput) -> str:

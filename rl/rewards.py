@@ -12,7 +12,10 @@ workers and timeouts) only:
 
 A verification that times out is None for that completion (TRL leaves it out of that reward's mean
 and of the group baseline if every reward is None); a step never waits more than the timeout per
-answer. The share of None scores is logged per reward (`rewards/<name>/unscored`).
+answer. The share of None scores is logged per reward (`rewards/<name>/unscored`), and per step, whatever
+the rewards, R1-Zero's two signs of learning to think: the share of completions that pass the format
+check (`format/pass`) and their mean thinking tokens (`thinking/mean_tokens`, 0 for a completion without
+a think block).
 
 TRL calls synchronous rewards from the training loop's thread; the verifier pool needs no signals, so
 it works from any thread.
@@ -22,20 +25,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from r1distill.rewards import Accuracy, Rule
+from r1distill.rewards import Accuracy, Rule, rule
 from r1distill.rewards.judge import LATE
 from r1distill.rewards.text import completion_text
-from r1distill.schema import FINISH_LENGTH, FINISH_STOP, canonical_completion
+from r1distill.schema import FINISH_LENGTH, FINISH_STOP, canonical_completion, split_reasoning
 
 POLICY_COLUMNS = ("completion_ids", "finish_reason", "completion_tokens")
 """What a reward may know about the completion: TRL's ids and what they imply; never the dataset's."""
 
 
 class Rollouts:
-    """The latest batch's completions with every reward's score and verdict, for samples in metrics.jsonl."""
+    """The latest batch's completions with every reward's score and verdict, for samples in metrics.jsonl,
+    and the batch's format pass share and thinking length.
 
-    def __init__(self) -> None:
+    `count_tokens(texts)` counts tokens with the policy's tokenizer; `layout` is the format check's (r1, or
+    r1-zero for the R1-Zero prompt)."""
+
+    def __init__(self, count_tokens: Callable[[list[str]], list[int]] | None = None, layout: str = "r1") -> None:
         self.rows: list[dict] = []
+        self.count_tokens = count_tokens
+        self.format = rule("format", layout=layout)
 
     def start(self, prompts: list, texts: list[str], finish: list[str]) -> None:
         """A new batch (TRL calls the rewards in order; the first one starts it)."""
@@ -50,6 +59,18 @@ class Rollouts:
 
     def samples(self, count: int) -> list[dict]:
         return self.rows[:count]
+
+    def shape(self) -> dict[str, float]:
+        """The batch's `format/pass` and `thinking/mean_tokens` (the latter only with a token counter)."""
+        texts = [row["completion"] for row in self.rows]
+        if not texts:
+            return {}
+        found = {"format/pass": sum(self.format(texts)) / len(texts)}
+        if self.count_tokens is not None:
+            thinking = [reasoning for reasoning, _ in map(split_reasoning, texts)]
+            counts = self.count_tokens([reasoning or "" for reasoning in thinking])
+            found["thinking/mean_tokens"] = sum(0 if reasoning is None else count for reasoning, count in zip(thinking, counts)) / len(texts)
+        return found
 
 
 class PolicyReward:
@@ -72,6 +93,8 @@ class PolicyReward:
         judged = self.rule.judge(texts, completion_ids=completion_ids, finish_reason=finish, **data)
         if self.first:
             self.rollouts.start(prompts, texts, finish)
+            for name, value in self.rollouts.shape().items() if log_metric is not None else ():
+                log_metric(name, value)
         self.rollouts.record(self.rule.name, judged)
         scores = [judgement.score for judgement in judged]
         if log_metric is not None and scores:

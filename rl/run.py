@@ -284,7 +284,8 @@ def build_trainer(plan: Plan):
     # What TRL stops generation at: the model's stop tokens and the tokenizer's EOS.
     eos = model.generation_config.eos_token_id
     stop_ids = {tokenizer.eos_token_id, *([] if eos is None else [eos] if isinstance(eos, int) else eos)}
-    rollouts = Rollouts()
+    rollouts = Rollouts(lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]],
+                        "r1" if plan.template else "r1-zero")
     reward_funcs = [PolicyReward(rule, stop_ids, plan.prefilled_think, rollouts, first=i == 0) for i, rule in enumerate(plan.rules)]
     if cfg.reward_model is not None:
         reward_funcs.append(policy.model_path(cfg.reward_model))

@@ -65,6 +65,9 @@ class FakeOpenAI:
     """When set, every request (the preflight too) is answered 400 with this text."""
     reply: Callable[[str], str] | None = None
     """When set, the content of every chat reply that no directive decides, from the prompt's text."""
+    hold_continuations: bool = False
+    """While set, a raw-text request whose prompt already closed its thinking (budget forcing's second
+    request) waits unanswered: a test stops the client between the two requests."""
     attempts: Counter = field(default_factory=Counter)
     served: int = 0
     requests: list[dict] = field(default_factory=list)
@@ -144,6 +147,8 @@ class FakeOpenAI:
 
         if self.delay:
             await asyncio.sleep(self.delay)
+        while self.hold_continuations and not chat and "</think>" in text:
+            await asyncio.sleep(0.02)
         if "fail" in directives or first("500"):
             return web.Response(status=500, text="internal error")
         if first("429"):

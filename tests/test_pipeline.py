@@ -195,6 +195,18 @@ def test_the_quickstart_recipe_is_valid_and_runs_every_stage(tmp_path):
     assert not (tmp_path / "qs").exists()
 
 
+def test_the_quickstart_shows_a_model_learning_to_think():
+    """Issue 22: the quickstart exercises thinking at every stage, not only a short answer."""
+    stages = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())["stages"]
+    # Traces with thinking, by budget forcing (SmolLM2 never opens <think> itself), kept only in R1's format.
+    assert stages["generate"]["thinking-budget"] >= 1 and {"accuracy", "format"} <= set(stages["filter"]["check"])
+    # The student learns to open its own thinking: no template that pre-fills it.
+    assert "template" not in stages["sft"] and stages["sft"]["input"] == "filter"
+    # GRPO with R1-Zero's pair of rewards, and eval of the base and the trained models at two budgets at least.
+    assert {"accuracy", "format"} <= set(stages["rl"]["reward"])
+    assert len(str(stages["eval"]["thinking-budget"]).split(",")) >= 2 and {"smollm2-135m", "sft", "rl"} <= set(stages["eval"]["model"])
+
+
 @pytest.mark.slow
 @pytest.mark.train
 @pytest.mark.timeout(1800)
@@ -207,6 +219,11 @@ def test_the_quickstart_runs_end_to_end_on_the_cpu(tmp_path):
     assert report == run_dir / "report" / "report.html" and report.stat().st_size > 10_000
     results = json.loads((run_dir / "eval" / "results.json").read_text())
     assert [model["metrics"]["pass@1"] is not None for model in results["models"]] == [True, True, True]
+    # The traces think, the models are measured on their format and at two budgets, GRPO logs its two curves.
+    assert pl.read_parquet(run_dir / "generate" / "traces-*.parquet")["reasoning"].null_count() == 0
+    assert all(model["metrics"]["format_pass"] is not None and len(model["thinking_budget"]["forced"]) == 2 for model in results["models"])
+    steps = [json.loads(line) for line in (run_dir / "rl" / "metrics.jsonl").read_text().splitlines() if '"reward"' in line]
+    assert steps and all("format/pass" in step and "thinking/mean_tokens" in step for step in steps)
 
 
 CPU_LAUNCH = {

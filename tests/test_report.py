@@ -120,7 +120,7 @@ def _rl(root: Path) -> Path:
             "rewards/format_reward/std": 0.5, "reward": 0.25 * step + 0.5, "reward_std": 0.6, "frac_reward_zero_std": 0.0,
             "rewards/accuracy_reward/unscored": 0.0, "rewards/format_reward/unscored": 0.0, "kl": 0.001 * step, "entropy": 10.7,
             "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.01, "clip_ratio/region_mean": 0.01, "clip_ratio/low_min": 0.0,
-            "clip_ratio/high_max": 0.02, "step_time": 6.1, **({"tokens_per_second": 40.0} if step > 1 else {}), "samples": samples,
+            "clip_ratio/high_max": 0.02, "step_time": 6.1, "format/pass": 0.25 * step, "thinking/mean_tokens": 4.0 + step, **({"tokens_per_second": 40.0} if step > 1 else {}), "samples": samples,
         })
     return _write_run(root / "zero", settings, "model", None, lines, cut_last=True)
 
@@ -161,8 +161,9 @@ def _sections(text: str) -> dict[str, str]:
     """Each section's HTML by its heading: 'stage: folder name' as shown (escaped)."""
     found = {}
     for part in text.split("<section ")[1:]:
-        stage, name = re.search(r'<h2><span class="stage (\w+)">\w+</span>(.*?)</h2>', part).groups()
-        found[f"{stage}: {name}"] = part
+        heading = re.search(r'<h2><span class="stage (\w+)">\w+</span>(.*?)</h2>', part)
+        if heading:  # the summary above the stages has none
+            found[f"{heading[1]}: {heading[2]}"] = part
     return found
 
 
@@ -202,6 +203,23 @@ def test_every_stage_has_its_section_plots_and_numbers_in_pipeline_order(page, o
         assert expected in evaluated, expected
 
 
+def test_the_first_screen_answers_whether_training_helped(page, outputs):
+    _, text, _ = page
+    summary = text[text.index('<section id="summary">'):text.index("</section>")]
+    assert text.index('<section id="summary">') < text.index('<section id="s1">')
+    results = json.loads((outputs["eval"] / "results.json").read_text())
+    base, trained = (entry["metrics"] for entry in results["models"])
+    # One row per model: pass@1, format pass and thinking tokens, each with its standard error, and the change from the base.
+    for m in (base, trained):
+        assert m["format_pass"] is not None and m["mean_thinking_tokens_stderr"] is not None
+        row = (f'<td class="r">{m["pass@1"]:.1%} ± {m["pass@1_stderr"]:.1%}</td>', f'<td class="r">{m["format_pass"]:.1%} ± {m["format_pass_stderr"]:.1%}</td>',
+               f'<td class="r">{m["mean_thinking_tokens"]:,.4g} ± {m["mean_thinking_tokens_stderr"]:,.2g}</td>')
+        assert all(cell in summary for cell in row), row
+    assert f'<td class="r">{(trained["pass@1"] - base["pass@1"]) * 100:+.1f} pts</td>' in summary
+    # Then the curves: accuracy by thinking budget, and the GRPO run's format pass and thinking length.
+    assert summary.count(PNG) == 1 and 'alt="accuracy by thinking budget, GRPO format pass and thinking length"' in summary
+
+
 class _Tags(HTMLParser):
     """Every tag of a page with its attributes, as a browser's parser reads them."""
 
@@ -234,7 +252,7 @@ def test_the_page_fetches_nothing(page):
     tags = _Tags(text).tags
     assert not {tag for tag, _ in tags} & {"script", "link", "iframe", "object", "embed", "base", "form", "video", "audio", "source"}
     sources = [attrs["src"] for tag, attrs in tags if "src" in attrs]
-    assert len(sources) == 8 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert len(sources) == 9 and all(source.startswith("data:image/png;base64,") for source in sources)
     assert all(attrs["href"].startswith("#s") for _, attrs in tags if "href" in attrs)
     [style] = re.findall(r"<style>(.*?)</style>", text, re.S)
     assert "url(" not in style and "@import" not in style and "@font-face" not in style
@@ -263,7 +281,8 @@ def test_a_headless_browser_renders_the_page(page, tmp_path):
 
 def test_sections_appear_only_for_what_is_given(outputs, tmp_path):
     text = report(ReportConfig([str(outputs["eval"]), f"{outputs['eval']}/"], str(tmp_path / "eval.html"))).read_text()
-    assert text.count("<section ") == 1 and 'class="stage eval"' in text
+    # The eval's section, and the summary above it.
+    assert text.count("<section ") == 2 and 'class="stage eval"' in text and '<section id="summary">' in text
     for stage in ("generate", "filter", "sft", "rl"):
         assert f'class="stage {stage}"' not in text
 

@@ -94,7 +94,7 @@ def test_cli_runs_grpo_end_to_end_and_the_rewards_are_filters(tmp_path, tiny_mod
     for m in steps:
         for key in ("reward", "reward_std", "learning_rate", "kl", "completions/mean_length", "completions/max_length", "completions/clipped_ratio",
                     "clip_ratio/region_mean", "rewards/accuracy_reward/mean", "rewards/accuracy_reward/std", "rewards/format_reward/mean",
-                    "rewards/language_reward/mean", "rewards/accuracy_reward/unscored"):
+                    "rewards/language_reward/mean", "rewards/accuracy_reward/unscored", "format/pass", "thinking/mean_tokens"):
             assert key in m, key
         assert len(m["samples"]) == 4 and {"prompt", "completion", "finish_reason", "rewards", "verdicts"} <= m["samples"][0].keys()
     # The policy's own completions were scored, not the teacher's (whose traces say stop, 99999 tokens, boxed 0).
@@ -129,7 +129,7 @@ def test_rewards_inside_rl_see_only_the_policys_completion_and_equal_filters(tmp
     ids = [[5, END], [5, END], [5, 6], [5, END], [5, END]]
     # Dataset columns named like trace columns describe a teacher's completion: never used.
     leaks = {"finish_reason": ["stop"] * 5, "completion_tokens": [1] * 5, "reasoning": ["x"] * 5, "response": ["\\boxed{4}"] * 5}
-    rollouts, logged = Rollouts(), {}
+    rollouts, logged = Rollouts(lambda texts: [len(text.split()) for text in texts]), {}
     with rule("accuracy", timeout=5) as accuracy:
         rewards = [PolicyReward(r, {END}, prefilled_think=True, rollouts=rollouts, first=i == 0)
                    for i, r in enumerate([accuracy, rule("format"), rule("language")])]
@@ -143,6 +143,8 @@ def test_rewards_inside_rl_see_only_the_policys_completion_and_equal_filters(tmp
     for name in ("accuracy", "format", "language"):
         assert scored[f"{name}_score"].to_list() == scores[f"{name}_reward"], name
         assert scored[f"{name}_verdict"].to_list() == [row["verdicts"][name] for row in rollouts.samples(5)], name
+    # Logged per step whatever the rewards: the format check's pass share and the thinking length (5 words, 4 times, then 6).
+    assert logged["format/pass"] == (scored["format_verdict"] == "ok").mean() and logged["thinking/mean_tokens"] == 26 / 5
 
 
 def test_a_verification_that_times_out_is_none_and_never_stalls_a_step_even_from_a_thread():

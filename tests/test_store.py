@@ -186,7 +186,7 @@ def test_the_same_settings_with_new_prompts_and_other_budgets_are_accepted_and_e
     assert sorted(_traces(Path(first.output))["id"].to_list()) == ["p0:0", "p1:0", "q0:0", "q0:1"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["settings"] == {"model": "t", "template": "chat", "system": None, "prompt_template": None,
-                                    "temperature": 0.6, "top_p": 0.95, "seed": 0, "chat_template_kwargs": []}
+                                    "temperature": 0.6, "top_p": 0.95, "seed": 0, "chat_template_kwargs": [], "thinking_budget": None}
     runs = manifest["runs"]
     assert [run["command"] for run in runs] == [["generate", "first"], ["generate", "second"]]
     assert [run["counts"]["generated"] for run in runs] == [2, 2]
