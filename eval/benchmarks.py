@@ -28,7 +28,7 @@ import polars as pl
 
 from r1distill.data import NUMBER, TEXT, VALUE, check_columns, prompt_table, read_table
 from r1distill.errors import UsageError, first_line
-from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, stable_id
+from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, scan_shards, stable_id
 
 
 def _gsm8k_gold(frame: pl.DataFrame, problem: str, answer: str) -> pl.DataFrame:
@@ -201,6 +201,6 @@ def read_traces(folder: Path, prompt_ids: pl.Series, samples: int) -> pl.DataFra
     shards = sorted(folder.glob("traces-*.parquet"))
     if not shards:
         return pl.DataFrame()
-    rows = pl.read_parquet(shards).filter(pl.col(PROMPT_ID).is_in(prompt_ids.implode()) & (pl.col("sample") < samples))
+    rows = scan_shards(shards).filter(pl.col(PROMPT_ID).is_in(prompt_ids.implode()) & (pl.col("sample") < samples)).collect()
     # generate compacts superseded rows away; a run killed before that leaves two, the newer one wins.
     return rows.sort("created_at").unique("id", keep="last").sort(PROMPT_ID, "sample")

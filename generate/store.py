@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from r1distill import files
 from r1distill.errors import UsageError, first_line
-from r1distill.schema import coerce_row
+from r1distill.schema import coerce_row, scan_shards
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def now_us() -> int:
 
 def read_rows(out: Path, columns: list[str]) -> pl.DataFrame | None:
     """These columns of every row of every shard in `out`; None when it has no shard."""
-    return _read_shards(out, lambda shards: pl.read_parquet(shards, columns=columns))
+    return _read_shards(out, lambda shards: scan_shards(shards).select(columns).collect())
 
 
 def read_state(out: Path) -> pl.DataFrame:
@@ -89,7 +89,7 @@ def read_state(out: Path) -> pl.DataFrame:
 def has_superseded_rows(out: Path) -> bool:
     """Whether some id has more than one row in `out` (a redo not compacted yet)."""
     duplicated = pl.col("id").is_duplicated().any()
-    return bool(_read_shards(out, lambda shards: pl.scan_parquet(shards).select(duplicated).collect().item()))
+    return bool(_read_shards(out, lambda shards: scan_shards(shards).select(duplicated).collect().item()))
 
 
 def _read_shards(out: Path, read: Callable[[list[Path]], T]) -> T | None:
