@@ -88,9 +88,12 @@ columns); so is any prompt table with answers.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import polars as pl
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import polars as pl
 
 PROMPT_ID = "prompt_id"
 PROBLEM = "problem"
@@ -246,6 +249,8 @@ def scan_shards(shards: list) -> pl.LazyFrame:
     included: an OUT resumed by a newer r1distill holds both, and a column the older ones lack
     (`forced`: they were made without a thinking budget, so False) is filled in, not an error.
     """
+    import polars as pl  # here, not at the top: the rewards import this module and stay light
+
     schema: dict[str, pl.DataType] = {}
     for shard in shards:
         schema.update({name: dtype for name, dtype in pl.read_parquet_schema(shard).items() if name not in schema})

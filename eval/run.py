@@ -37,12 +37,13 @@ from r1distill import files, models, rewards
 from r1distill.errors import StageError, UsageError
 from r1distill.eval.benchmarks import load_benchmark, load_completions, read_traces, slug
 from r1distill.eval.budget import budget_rows
-from r1distill.eval.config import GENERATIONS, RESULTS, SAMPLES, EvalConfig
+from r1distill.eval.config import GENERATIONS, EvalConfig
 from r1distill.eval.record import differences, load_results, model_settings, print_results, versions
 from r1distill.eval.score import model_results, part_tokens, score, token_counter
 from r1distill.generate import generate
 from r1distill.generate.budget import FORCED_CUE, load_tokenizer, render_thinking_prompts
 from r1distill.generate.failures import FailedRows
+from r1distill.outputs import RESULTS, SAMPLES
 from r1distill.redact import redact_settings
 from r1distill.rewards.judge import CACHE_FILE, Judge, JudgedAccuracy
 from r1distill.schema import PROMPT_ID, split_reasoning

@@ -31,7 +31,7 @@ from r1distill.backends import Request, ends_inside_think, render_prompt
 from r1distill.errors import UsageError, first_line
 from r1distill.generate.config import GenerateConfig
 from r1distill.generate.manifest import write_manifest
-from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
+from r1distill.prompts import RAW_TEMPLATES, build_messages
 from r1distill.generate.run import GenerateSummary, _my_prompts, _pending, _plan, _summarize, _table_builder, generate
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_rows, read_state
 from r1distill.schema import ANSWER, FINISH_ERROR, FINISH_LENGTH, PROBLEM, PROMPT_ID, THINK_CLOSE, THINK_OPEN, split_reasoning

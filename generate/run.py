@@ -48,7 +48,7 @@ from r1distill.backends import Backend, Request, Result, Sampling, failure_reaso
 from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
 from r1distill.generate.failures import FailedRows
 from r1distill.generate.manifest import check_settings, key_settings, request_key, write_manifest
-from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
+from r1distill.prompts import RAW_TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_state
 from r1distill.schema import (
     ANSWER,

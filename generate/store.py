@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from r1distill import files
 from r1distill.errors import UsageError, first_line
+from r1distill.outputs import SHARD_GLOB
 from r1distill.schema import coerce_row, scan_shards
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 JOURNAL_DIR = ".journal"
-SHARD_GLOB = "traces-*.parquet"
-MANIFEST_GLOB = "manifest*.json"
 STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "error", "created_at"]
 # How a row that does not fit the table fails to convert (wrong type, missing column, null in a required one).
 CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, KeyError, OverflowError)
@@ -109,17 +108,6 @@ def _read_shards(out: Path, read: Callable[[list[Path]], T]) -> T | None:
             time.sleep(0.01 * attempt)
         except Exception as err:
             raise UsageError(f"{out}: cannot read its trace shards ({first_line(err)}); is it a `r1distill generate` output?") from err
-
-
-def read_manifests(out: Path) -> list[tuple[Path, dict]]:
-    """Every manifest in `out`: manifest.json and the manifest-i-of-N.json of `--shard` runs."""
-    found = []
-    for path in sorted(out.glob(MANIFEST_GLOB)):
-        try:
-            found.append((path, orjson.loads(path.read_bytes())))
-        except (OSError, orjson.JSONDecodeError) as err:
-            raise UsageError(f"{path}: cannot read it ({first_line(err)}); restore it or write to a new -o folder") from err
-    return found
 
 
 def record_run(path: Path, header: dict, run: dict) -> None:

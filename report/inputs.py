@@ -18,8 +18,7 @@ import polars as pl
 
 from r1distill import models
 from r1distill.errors import UsageError, first_line
-from r1distill.eval.config import RESULTS, SAMPLES
-from r1distill.generate.store import MANIFEST_GLOB, SHARD_GLOB, read_manifests
+from r1distill.outputs import MANIFEST_GLOB, RESULTS, SAMPLES, SHARD_GLOB, read_manifests
 from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, scan_shards
 
 log = logging.getLogger(__name__)
