@@ -1,0 +1,136 @@
+"""`executor: slurm` against a real single-node Slurm (.ci/slurm-up starts it; .ci/run does before the tests):
+stages as dependent sbatch jobs with the results of the local executor, a generate stage as a job array,
+a failing job stopping the later stages with its stage named, a rerun skipping finished stages.
+
+    .ci/slurm-up && PYTHONPATH=.. python -m pytest tests/test_slurm.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None, reason="no sbatch on PATH: .ci/slurm-up starts a single-node Slurm (apt-get install slurm-wlm munge)")
+
+REPO = Path(__file__).resolve().parents[1]
+# The jobs run this Python on this checkout, whatever the shell that started Slurm had.
+ENV = {"PYTHONPATH": os.pathsep.join([str(REPO.parent), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _recipe(path: Path, url: str, executor: str, run_dir: Path, *, array: int | None = None, n: int = 12) -> Path:
+    generate = {"input": "prompts", "model": "t", "backend": "openai", "base-url": url, "num-samples": 2, "concurrency": 4,
+                "slurm": {"cpus": 1, "mem": "1G", "time": "00:10:00"}}
+    if array is not None:
+        generate["slurm"]["array"] = array
+    stages = {
+        "prompts": {"stage": "synth", "task": "arithmetic", "n": n, "seed": 1, "slurm": {"cpus": 1}},
+        "generate": generate,
+        "filter": {"input": "generate", "check": ["format"]},
+    }
+    path.write_text(yaml.safe_dump({"executor": executor, "output": str(run_dir), "stages": stages}, sort_keys=False))
+    return path
+
+
+def _rows(run_dir: Path) -> pl.DataFrame:
+    return pl.read_parquet(run_dir / "generate" / "*.parquet").select("id", "completion").sort("id")
+
+
+def _kept(run_dir: Path) -> list[str]:
+    return sorted(pl.read_parquet(run_dir / "filter" / "data" / "*.parquet")["id"].to_list())
+
+
+def _submitted(result) -> dict[str, str]:
+    """The job id per stage submitted, from the runner's `stage 'NAME' (KIND): ACTION as Slurm job ID` lines."""
+    return dict(re.findall(r"stage '([\w.-]+)' \(\w+\): .*? as Slurm job (\d+)", result.stderr))
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_them(tmp_path, fake_server):
+    local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")), env=ENV)
+    assert local.returncode == 0, local.stderr
+
+    run_dir = tmp_path / "slurm"
+    recipe = _recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir)
+    first = run_cli("run", str(recipe), env=ENV)
+    assert first.returncode == 0, first.stderr
+    jobs = _submitted(first)
+    assert list(jobs) == ["prompts", "generate", "filter"], first.stderr
+    # Each stage ran in its own job, started after the one before it ended.
+    logs = {stage: (run_dir / ".slurm" / f"{stage}-{job}.out").read_text() for stage, job in jobs.items()}
+    assert "--stage" not in logs["prompts"] and "12 arithmetic problems" in logs["prompts"], logs
+    assert "generate →" in logs["generate"] and "filter →" in logs["filter"], logs
+    assert _rows(run_dir).equals(_rows(tmp_path / "local"))
+    assert _kept(run_dir) == _kept(tmp_path / "local") and _kept(run_dir)
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert all(entry["finished"] for entry in state.values())
+
+    served = fake_server.served
+    again = run_cli("run", str(recipe), env=ENV)
+    assert again.returncode == 0, again.stderr
+    assert "as Slurm job" not in again.stderr and again.stderr.count("finished earlier, skipped") == 3, again.stderr
+    assert fake_server.served == served
+
+
+def test_a_generate_array_splits_the_prompts_and_the_filter_reads_every_part(tmp_path, fake_server):
+    local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")), env=ENV)
+    assert local.returncode == 0, local.stderr
+    run_dir = tmp_path / "slurm"
+    result = run_cli("run", str(_recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir, array=3)), env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (run_dir / "generate").glob("manifest-*.json")) == [f"manifest-{i:05d}-of-00003.json" for i in range(3)]
+    assert len(list((run_dir / ".slurm").glob("generate-*_*.out"))) == 3
+    assert _rows(run_dir).equals(_rows(tmp_path / "local"))
+    assert _kept(run_dir) == _kept(tmp_path / "local")
+    entry = json.loads((run_dir / "pipeline.json").read_text())["stages"]["generate"]
+    assert entry["finished"] and entry["parts_done"] == [0, 1, 2]
+
+
+def test_a_failing_job_names_its_stage_and_cancels_the_later_ones(tmp_path, fake_server):
+    run_dir = tmp_path / "slurm"
+    # No server behind this URL: the recipe checks pass, generate fails when its job runs.
+    recipe = _recipe(tmp_path / "slurm.yaml", _closed_port_url(), "slurm", run_dir)
+    failed = run_cli("run", str(recipe), env=ENV)
+    assert failed.returncode != 0, failed.stderr
+    error = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "stage 'generate' (generate): Slurm job" in error[0] and "failed" in error[0], failed.stderr
+    assert "later stages' jobs" in error[0] and "cancelled" in error[0], error
+    logfile = Path(error[0].split("its log: ")[1].split(";")[0])
+    assert logfile.parent == run_dir / ".slurm" and "error:" in logfile.read_text()
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert state["prompts"]["finished"] and state["generate"]["finished"] is None and "filter" not in state
+
+    # With the server up, the rerun submits generate and filter only.
+    fixed = _recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir)
+    rerun = run_cli("run", str(fixed), env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert list(_submitted(rerun)) == ["generate", "filter"], rerun.stderr
+    assert _kept(run_dir)
+
+
+def test_slurm_resources_are_checked_with_the_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"executor": "slurm", "stages": {
+        "prompts": {"stage": "synth", "task": "arithmetic", "n": 4, "slurm": {"cpus": 0, "mem": "lots", "gpus": 1}},
+        "report": {"inputs": ["prompts"], "slurm": {"array": 2}},
+    }}))
+    result = run_cli("run", str(recipe), "--check")
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    for part in ("stage 'prompts': slurm: unknown key 'gpus'", "cpus must be a whole number", "mem 'lots' is not a Slurm mem", "stage 'report': slurm: array is taken by generate stages only"):
+        assert part in line, line
