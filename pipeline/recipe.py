@@ -111,7 +111,7 @@ class Stage:
     """RUN_DIR/<name>: everything the stage writes is in it."""
     accelerate: str | None = None
     """sft and rl: an `accelerate launch` config file; the stage then runs in processes of its own."""
-    slurm: Resources = dataclasses.field(default_factory=lambda: Resources())
+    slurm: Resources = dataclasses.field(default_factory=Resources)
     """What the stage's Slurm job asks for, under `executor: slurm`."""
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from r1distill import processes
 from r1distill.errors import StageError, UsageError, first_line
 
 if TYPE_CHECKING:
@@ -184,7 +185,10 @@ def _submit(plan: Recipe, stage: Stage, shown: str, after: str | None, logs: Pat
                "--kill-on-invalid-dep=yes", *stage.slurm.sbatch_options()]
     if after is not None:
         options.append(f"--dependency=afterok:{after}")
-    done = subprocess.run(["sbatch", *options], input=script, capture_output=True, text=True)
+    # sbatch hands the job this environment; not the pid of a launching `r1distill run`, which means
+    # nothing on another node and would end the job with a process it never had (processes.py).
+    env = {name: value for name, value in os.environ.items() if name != processes.OWNER_ENV}
+    done = subprocess.run(["sbatch", *options], input=script, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise StageError(f"stage '{stage.name}': sbatch refused the job: {first_line(ValueError(done.stderr))}")
     return _Job(stage, done.stdout.strip().split(";")[0], shown, str(logs / name))

@@ -11,8 +11,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +24,7 @@ import yaml
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None, reason="no sbatch on PATH: .ci/slurm-up starts a single-node Slurm (apt-get install slurm-wlm munge)")
+needs_slurm = pytest.mark.skipif(shutil.which("sbatch") is None, reason="no sbatch on PATH: .ci/slurm-up starts a single-node Slurm (apt-get install slurm-wlm munge)")
 
 REPO = Path(__file__).resolve().parents[1]
 # The jobs run this Python on this checkout, whatever the shell that started Slurm had.
@@ -61,6 +64,7 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
+@needs_slurm
 def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_them(tmp_path, fake_server):
     local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")), env=ENV)
     assert local.returncode == 0, local.stderr
@@ -86,7 +90,19 @@ def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_t
     assert "as Slurm job" not in again.stderr and again.stderr.count("finished earlier, skipped") == 3, again.stderr
     assert fake_server.served == served
 
+    # Other prompts: every stage runs again, each job in its own process seeing that the ones before it ran.
+    stages = yaml.safe_load(recipe.read_text())
+    stages["stages"]["prompts"]["seed"] = 2
+    recipe.write_text(yaml.safe_dump(stages, sort_keys=False))
+    other = run_cli("run", str(recipe), env=ENV)
+    assert other.returncode == 0, other.stderr
+    assert list(_submitted(other)) == ["prompts", "generate", "filter"], other.stderr
+    assert "rerun (an earlier stage ran)" in (run_dir / ".slurm" / f"filter-{_submitted(other)['filter']}.out").read_text()
+    problems = {json.loads(line)["problem"] for line in (run_dir / "prompts" / "problems.jsonl").read_text().splitlines()}
+    assert set(pl.read_parquet(run_dir / "filter" / "data" / "*.parquet")["problem"]) == problems
 
+
+@needs_slurm
 def test_a_generate_array_splits_the_prompts_and_the_filter_reads_every_part(tmp_path, fake_server):
     local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")), env=ENV)
     assert local.returncode == 0, local.stderr
@@ -101,6 +117,7 @@ def test_a_generate_array_splits_the_prompts_and_the_filter_reads_every_part(tmp
     assert entry["finished"] and entry["parts_done"] == [0, 1, 2]
 
 
+@needs_slurm
 def test_a_failing_job_names_its_stage_and_cancels_the_later_ones(tmp_path, fake_server):
     run_dir = tmp_path / "slurm"
     # No server behind this URL: the recipe checks pass, generate fails when its job runs.
@@ -134,3 +151,46 @@ def test_slurm_resources_are_checked_with_the_recipe(tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     for part in ("stage 'prompts': slurm: unknown key 'gpus'", "cpus must be a whole number", "mem 'lots' is not a Slurm mem", "stage 'report': slurm: array is taken by generate stages only"):
         assert part in line, line
+
+
+@needs_slurm
+def test_ctrl_c_cancels_the_jobs_it_submitted(tmp_path, fake_server):
+    fake_server.delay = 1.0  # generate's job runs for a while
+    run_dir = tmp_path / "slurm"
+    recipe = _recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir, n=40)
+    process = subprocess.Popen([sys.executable, "-m", "r1distill.cli", "run", str(recipe)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "COLUMNS": "200", **ENV}, text=True)
+    deadline = time.monotonic() + 120
+    while fake_server.served == 0:  # generate's job is running, filter's waits for it
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() is not None else "no request"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    lines = process.stderr.read().strip().splitlines()
+    assert lines[-1].startswith("interrupted: finished stages and samples are kept"), lines
+    cancelled = re.search(r"cancelled this run's Slurm jobs ([\d ]+)", "\n".join(lines))
+    assert cancelled, lines
+    jobs = cancelled.group(1).split()
+    assert len(jobs) == 2  # generate's, running, and filter's, waiting
+    while subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the cancelled jobs are still queued"
+        time.sleep(0.2)
+    for job in jobs:
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        assert "JobState=CANCELLED" in shown, shown
+
+
+def test_one_stage_runs_alone_once_the_stages_before_it_finished(tmp_path, fake_server):
+    run_dir = tmp_path / "run"
+    recipe = _recipe(tmp_path / "r.yaml", fake_server.url, "local", run_dir)
+    early = run_cli("run", str(recipe), "--stage", "filter")
+    assert early.returncode == 2
+    assert "--stage 'filter': the stages before it are not all finished: prompts (run), generate (run)" in early.stderr, early.stderr
+    for stage in ("prompts", "generate", "filter"):
+        alone = run_cli("run", str(recipe), "--stage", stage)
+        assert alone.returncode == 0, alone.stderr
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert list(state) == ["prompts", "generate", "filter"] and all(entry["finished"] for entry in state.values())
+    assert "finished earlier, skipped" in run_cli("run", str(recipe), "--stage", "generate").stderr
+    unknown = run_cli("run", str(recipe), "--stage", "sft")
+    assert unknown.returncode == 2 and "the recipe has no such stage" in unknown.stderr
