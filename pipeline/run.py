@@ -15,7 +15,7 @@ setting must not mean starting over, and nothing must run on stale inputs. So:
    unfinished one is resumed with the stage's own resume (generate and eval keep every finished
    sample, sft and rl continue from their last checkpoint, the others are quick and start over); a
    stage whose settings changed, or that comes after one that reran, starts over in a cleared folder.
-   pipeline.json also records, per stage, when each earlier stage last started: a stage that ran
+   pipeline.json also records, per stage, which start of each earlier stage it came after: a stage that ran
    before an earlier one ran again runs again too, even when that earlier one ran in another process
    (a run killed between two stages, `--stage`, a Slurm job).
 4. A failing stage is named, the earlier outputs stay as they are, and the exit code is not zero.
@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -172,11 +173,11 @@ class _State:
 
     def reload(self) -> None:
         """What other processes recorded meanwhile (the other parts of a `--shard` stage)."""
-        self.__init__(self.path.parent)
+        self.stages = _State(self.path.parent).stages
 
     def after(self, names: tuple[str, ...]) -> dict[str, str | None]:
-        """When each of the stages `names` last started: recorded with a stage, and compared on a rerun."""
-        return {name: self.stages.get(name, {}).get("started") for name in names}
+        """Which start of each of the stages `names` is the latest: recorded with a stage, compared on a rerun."""
+        return {name: self.stages.get(name, {}).get("attempt") for name in names}
 
 
 def _steps(plan: Recipe, state: _State) -> list[_Step]:
@@ -292,8 +293,9 @@ def _prepare(step: _Step, state: _State, run_dir: Path, parts: int | None = None
         # pipeline.json records is removed: one the runner did not make is empty here (`_foreign`).
         shutil.rmtree(stage.folder)
     stage.folder.mkdir(parents=True, exist_ok=True)
+    # `attempt` tells this start from every other (two may fall in one second of `started`).
     entry = {"kind": stage.kind, "fingerprint": step.fingerprint, "settings": _settings(stage), "started": _now(), "finished": None,
-             "after": state.after(step.earlier)}
+             "attempt": secrets.token_hex(6), "after": state.after(step.earlier)}
     if parts is not None:
         entry["parts"], entry["parts_done"] = parts, []
     state.record(stage.name, entry)

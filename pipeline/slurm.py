@@ -155,12 +155,19 @@ def submit(plan: Recipe, steps: list, console) -> list[tuple[Stage, str, float]]
             jobs.append(_submit(plan, step.stage, step.shown, after, logs))
             log.info("stage '%s' (%s): %s as Slurm job %s%s", step.stage.name, step.stage.kind, step.shown, jobs[-1].id,
                      f", after job {after}" if after else "")
+    except StageError as err:
+        # A chain cut short would run its first stages with nothing after them: none of it stays queued.
+        if jobs:
+            _scancel([job.id for job in jobs])
+            raise StageError(f"{err}; the jobs submitted before it ({' '.join(job.id for job in jobs)}) are cancelled") from err
+        raise
+    except KeyboardInterrupt:
+        _cancel(jobs)
+        raise
+    try:
         _wait(jobs, plan.run_dir, console)
     except KeyboardInterrupt:
-        waiting = [job.id for job in jobs if job.state not in _ENDED]
-        if waiting:
-            _scancel(waiting)
-            log.warning("interrupted: cancelled this run's Slurm jobs %s", " ".join(waiting))
+        _cancel(jobs)
         raise
     ran = {job.stage.name: job for job in jobs}
     results = []
@@ -181,7 +188,7 @@ def _submit(plan: Recipe, stage: Stage, shown: str, after: str | None, logs: Pat
         command += ["--shard", f"${{SLURM_ARRAY_TASK_ID}}/{stage.slurm.array}"]
         name = f"{stage.name}-%A_%a.out"
     script = "#!/bin/bash\nexec " + " ".join(_quote(part) for part in command) + "\n"
-    options = ["--parsable", f"--job-name=r1distill:{stage.name}", f"--output={logs / name}", f"--chdir={os.getcwd()}",
+    options = ["--parsable", f"--job-name=r1distill:{stage.name}", f"--output={logs / name}", f"--chdir={os.getcwd()}", "--export=ALL",
                "--kill-on-invalid-dep=yes", *stage.slurm.sbatch_options()]
     if after is not None:
         options.append(f"--dependency=afterok:{after}")
@@ -192,6 +199,14 @@ def _submit(plan: Recipe, stage: Stage, shown: str, after: str | None, logs: Pat
     if done.returncode != 0:
         raise StageError(f"stage '{stage.name}': sbatch refused the job: {first_line(ValueError(done.stderr))}")
     return _Job(stage, done.stdout.strip().split(";")[0], shown, str(logs / name))
+
+
+def _cancel(jobs: list[_Job]) -> None:
+    """Ctrl-C: this run's jobs that have not ended are cancelled, and the line says which."""
+    waiting = [job.id for job in jobs if job.state not in _ENDED]
+    if waiting:
+        _scancel(waiting)
+        log.warning("interrupted: cancelled this run's Slurm jobs %s", " ".join(waiting))
 
 
 def _quote(part: str) -> str:

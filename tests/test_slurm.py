@@ -26,9 +26,6 @@ from conftest import run_cli
 
 needs_slurm = pytest.mark.skipif(shutil.which("sbatch") is None, reason="no sbatch on PATH: .ci/slurm-up starts a single-node Slurm (apt-get install slurm-wlm munge)")
 
-REPO = Path(__file__).resolve().parents[1]
-# The jobs run this Python on this checkout, whatever the shell that started Slurm had.
-ENV = {"PYTHONPATH": os.pathsep.join([str(REPO.parent), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def _recipe(path: Path, url: str, executor: str, run_dir: Path, *, array: int | None = None, n: int = 12) -> Path:
@@ -66,16 +63,18 @@ def _closed_port_url() -> str:
 
 @needs_slurm
 def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_them(tmp_path, fake_server):
-    local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")), env=ENV)
+    local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")))
     assert local.returncode == 0, local.stderr
 
     run_dir = tmp_path / "slurm"
     recipe = _recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir)
-    first = run_cli("run", str(recipe), env=ENV)
+    first = run_cli("run", str(recipe))
     assert first.returncode == 0, first.stderr
     jobs = _submitted(first)
     assert list(jobs) == ["prompts", "generate", "filter"], first.stderr
-    # Each stage ran in its own job, started after the one before it ended.
+    # Each stage ran in its own job, with this Python and this environment (the checkout on PYTHONPATH).
+    script = subprocess.run(["scontrol", "write", "batch_script", jobs["generate"], "-"], capture_output=True, text=True).stdout
+    assert script.splitlines()[-1].startswith(f"exec {sys.executable} -m r1distill.cli run ") and "--stage generate" in script, script
     logs = {stage: (run_dir / ".slurm" / f"{stage}-{job}.out").read_text() for stage, job in jobs.items()}
     assert "--stage" not in logs["prompts"] and "12 arithmetic problems" in logs["prompts"], logs
     assert "generate →" in logs["generate"] and "filter →" in logs["filter"], logs
@@ -85,7 +84,7 @@ def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_t
     assert all(entry["finished"] for entry in state.values())
 
     served = fake_server.served
-    again = run_cli("run", str(recipe), env=ENV)
+    again = run_cli("run", str(recipe))
     assert again.returncode == 0, again.stderr
     assert "as Slurm job" not in again.stderr and again.stderr.count("finished earlier, skipped") == 3, again.stderr
     assert fake_server.served == served
@@ -94,7 +93,7 @@ def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_t
     stages = yaml.safe_load(recipe.read_text())
     stages["stages"]["prompts"]["seed"] = 2
     recipe.write_text(yaml.safe_dump(stages, sort_keys=False))
-    other = run_cli("run", str(recipe), env=ENV)
+    other = run_cli("run", str(recipe))
     assert other.returncode == 0, other.stderr
     assert list(_submitted(other)) == ["prompts", "generate", "filter"], other.stderr
     assert "rerun (an earlier stage ran)" in (run_dir / ".slurm" / f"filter-{_submitted(other)['filter']}.out").read_text()
@@ -104,10 +103,10 @@ def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_t
 
 @needs_slurm
 def test_a_generate_array_splits_the_prompts_and_the_filter_reads_every_part(tmp_path, fake_server):
-    local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")), env=ENV)
+    local = run_cli("run", str(_recipe(tmp_path / "local.yaml", fake_server.url, "local", tmp_path / "local")))
     assert local.returncode == 0, local.stderr
     run_dir = tmp_path / "slurm"
-    result = run_cli("run", str(_recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir, array=3)), env=ENV)
+    result = run_cli("run", str(_recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir, array=3)))
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in (run_dir / "generate").glob("manifest-*.json")) == [f"manifest-{i:05d}-of-00003.json" for i in range(3)]
     assert len(list((run_dir / ".slurm").glob("generate-*_*.out"))) == 3
@@ -122,7 +121,7 @@ def test_a_failing_job_names_its_stage_and_cancels_the_later_ones(tmp_path, fake
     run_dir = tmp_path / "slurm"
     # No server behind this URL: the recipe checks pass, generate fails when its job runs.
     recipe = _recipe(tmp_path / "slurm.yaml", _closed_port_url(), "slurm", run_dir)
-    failed = run_cli("run", str(recipe), env=ENV)
+    failed = run_cli("run", str(recipe))
     assert failed.returncode != 0, failed.stderr
     error = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "stage 'generate' (generate): Slurm job" in error[0] and "failed" in error[0], failed.stderr
@@ -134,7 +133,7 @@ def test_a_failing_job_names_its_stage_and_cancels_the_later_ones(tmp_path, fake
 
     # With the server up, the rerun submits generate and filter only.
     fixed = _recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir)
-    rerun = run_cli("run", str(fixed), env=ENV)
+    rerun = run_cli("run", str(fixed))
     assert rerun.returncode == 0, rerun.stderr
     assert list(_submitted(rerun)) == ["generate", "filter"], rerun.stderr
     assert _kept(run_dir)
@@ -159,7 +158,7 @@ def test_ctrl_c_cancels_the_jobs_it_submitted(tmp_path, fake_server):
     run_dir = tmp_path / "slurm"
     recipe = _recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir, n=40)
     process = subprocess.Popen([sys.executable, "-m", "r1distill.cli", "run", str(recipe)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "COLUMNS": "200", **ENV}, text=True)
+                               env={**os.environ, "COLUMNS": "200"}, text=True)
     deadline = time.monotonic() + 120
     while fake_server.served == 0:  # generate's job is running, filter's waits for it
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() is not None else "no request"
@@ -194,3 +193,23 @@ def test_one_stage_runs_alone_once_the_stages_before_it_finished(tmp_path, fake_
     assert "finished earlier, skipped" in run_cli("run", str(recipe), "--stage", "generate").stderr
     unknown = run_cli("run", str(recipe), "--stage", "sft")
     assert unknown.returncode == 2 and "the recipe has no such stage" in unknown.stderr
+
+
+@needs_slurm
+def test_a_job_sbatch_refuses_cancels_the_ones_submitted_before_it(tmp_path, fake_server):
+    run_dir = tmp_path / "slurm"
+    recipe = _recipe(tmp_path / "slurm.yaml", fake_server.url, "slurm", run_dir)
+    data = yaml.safe_load(recipe.read_text())
+    data["stages"]["filter"]["slurm"] = {"partition": "no-such-partition"}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    refused = run_cli("run", str(recipe))
+    assert refused.returncode == 1, refused.stderr
+    error = refused.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: stage 'filter': sbatch refused the job") and "partition" in error, error
+    jobs = re.search(r"the jobs submitted before it \(([\d ]+)\) are cancelled", error).group(1).split()
+    assert jobs == list(_submitted(refused).values())
+    # generate's job waited on the synth's, so it never ran; the synth's may have been quicker than the cancel.
+    states = [re.search(r"JobState=(\S+)", subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout).group(1) for job in jobs]
+    assert states[1] == "CANCELLED" and states[0] in ("CANCELLED", "COMPLETED"), states
+    record = run_dir / "pipeline.json"
+    assert not record.exists() or "generate" not in json.loads(record.read_text())["stages"]
