@@ -17,8 +17,7 @@ storage every node sees. A generate stage with `array: N` is a job array of N ta
 
 The submitting process then polls `scontrol show job`, which knows queued, running and (for
 MinJobAge) ended jobs alike (`sacct` needs slurmdbd, which the single-node Slurm of .ci/slurm-up does
-not run), until every job ends, and
-says which stage's job started or ended. A job that fails names its stage and its log
+not run), until every job ends, and says which stage's job started or ended. A job that fails names its stage and its log
 (RUN_DIR/.slurm/<stage>-<job id>.out: a stage's folder may be cleared when it starts over, so the logs
 live beside the stages, not in them), its dependents are cancelled, and the exit code is not zero.
 Ctrl-C cancels the jobs this run submitted (a job left running would race the rerun's own) and says so.
@@ -128,8 +127,6 @@ def check_tools() -> None:
 class _Job:
     stage: Stage
     id: str
-    shown: str
-    """The runner's plan for the stage: run, resume or rerun (why)."""
     log: str
     """The log file's path pattern as given to sbatch (%A, %a for an array's tasks)."""
     state: str = "PENDING"
@@ -152,7 +149,7 @@ def submit(plan: Recipe, steps: list, console) -> list[tuple[Stage, str, float]]
             if step.action == "skip":
                 continue
             after = jobs[-1].id if jobs else None
-            jobs.append(_submit(plan, step.stage, step.shown, after, logs))
+            jobs.append(_submit(plan, step.stage, after, logs))
             log.info("stage '%s' (%s): %s as Slurm job %s%s", step.stage.name, step.stage.kind, step.shown, jobs[-1].id,
                      f", after job {after}" if after else "")
     except StageError as err:
@@ -178,7 +175,7 @@ def submit(plan: Recipe, steps: list, console) -> list[tuple[Stage, str, float]]
     return results
 
 
-def _submit(plan: Recipe, stage: Stage, shown: str, after: str | None, logs: Path) -> _Job:
+def _submit(plan: Recipe, stage: Stage, after: str | None, logs: Path) -> _Job:
     # The job re-enters the runner for its stage, with this Python and this environment (sbatch exports
     # it), from this folder: the recipe's relative paths and RUN_DIR mean what they mean here, so the
     # job's settings and fingerprints are the ones checked here.
@@ -195,10 +192,10 @@ def _submit(plan: Recipe, stage: Stage, shown: str, after: str | None, logs: Pat
     # sbatch hands the job this environment; not the pid of a launching `r1distill run`, which means
     # nothing on another node and would end the job with a process it never had (processes.py).
     env = {name: value for name, value in os.environ.items() if name != processes.OWNER_ENV}
-    done = subprocess.run(["sbatch", *options], input=script, capture_output=True, text=True, env=env)
+    done = subprocess.run(["sbatch", *options], input=script, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise StageError(f"stage '{stage.name}': sbatch refused the job: {first_line(ValueError(done.stderr))}")
-    return _Job(stage, done.stdout.strip().split(";")[0], shown, str(logs / name))
+    return _Job(stage, done.stdout.strip().split(";")[0], str(logs / name))
 
 
 def _cancel(jobs: list[_Job]) -> None:
@@ -270,10 +267,12 @@ def _state(job: _Job, run_dir: Path) -> str:
     """The job's state from `scontrol show job`: an array is RUNNING while any task runs, and its worst
     final state once all ended. A job the controller has forgotten (its MinJobAge passed between two
     polls) ended as pipeline.json says: its stage finished, or not."""
-    done = subprocess.run(["scontrol", "show", "job", "-o", job.id], capture_output=True, text=True)
-    states = re.findall(r"\bJobState=(\S+)", done.stdout) if done.returncode == 0 else []
-    if not states:
-        return "COMPLETED" if _finished(job.stage.name, run_dir) else "FAILED"
+    done = subprocess.run(["scontrol", "show", "job", "-o", job.id], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        if "Invalid job id" in done.stderr:
+            return "COMPLETED" if _finished(job.stage.name, run_dir) else "FAILED"
+        return job.state  # a busy or restarting controller: asked again at the next poll
+    states = re.findall(r"\bJobState=(\S+)", done.stdout)
     live = [state for state in states if state not in _ENDED]
     if live:
         return "RUNNING" if "RUNNING" in live or len(live) < len(states) else live[0]
@@ -291,4 +290,4 @@ def _finished(name: str, run_dir: Path) -> bool:
 
 
 def _scancel(ids: list[str]) -> None:
-    subprocess.run(["scancel", *ids], capture_output=True)
+    subprocess.run(["scancel", *ids], capture_output=True, check=False)

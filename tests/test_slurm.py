@@ -73,7 +73,7 @@ def test_stages_run_as_dependent_jobs_with_the_local_results_and_a_rerun_skips_t
     jobs = _submitted(first)
     assert list(jobs) == ["prompts", "generate", "filter"], first.stderr
     # Each stage ran in its own job, with this Python and this environment (the checkout on PYTHONPATH).
-    script = subprocess.run(["scontrol", "write", "batch_script", jobs["generate"], "-"], capture_output=True, text=True).stdout
+    script = subprocess.run(["scontrol", "write", "batch_script", jobs["generate"], "-"], capture_output=True, text=True, check=False).stdout
     assert script.splitlines()[-1].startswith(f"exec {sys.executable} -m r1distill.cli run ") and "--stage generate" in script, script
     logs = {stage: (run_dir / ".slurm" / f"{stage}-{job}.out").read_text() for stage, job in jobs.items()}
     assert "--stage" not in logs["prompts"] and "12 arithmetic problems" in logs["prompts"], logs
@@ -171,11 +171,11 @@ def test_ctrl_c_cancels_the_jobs_it_submitted(tmp_path, fake_server):
     assert cancelled, lines
     jobs = cancelled.group(1).split()
     assert len(jobs) == 2  # generate's, running, and filter's, waiting
-    while subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], capture_output=True, text=True).stdout.strip():
+    while subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], capture_output=True, text=True, check=False).stdout.strip():
         assert time.monotonic() < deadline, "the cancelled jobs are still queued"
         time.sleep(0.2)
     for job in jobs:
-        shown = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, check=False).stdout
         assert "JobState=CANCELLED" in shown, shown
 
 
@@ -209,7 +209,7 @@ def test_a_job_sbatch_refuses_cancels_the_ones_submitted_before_it(tmp_path, fak
     jobs = re.search(r"the jobs submitted before it \(([\d ]+)\) are cancelled", error).group(1).split()
     assert jobs == list(_submitted(refused).values())
     # generate's job waited on the synth's, so it never ran; the synth's may have been quicker than the cancel.
-    states = [re.search(r"JobState=(\S+)", subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout).group(1) for job in jobs]
+    states = [re.search(r"JobState=(\S+)", subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, check=False).stdout).group(1) for job in jobs]
     assert states[1] == "CANCELLED" and states[0] in ("CANCELLED", "COMPLETED"), states
     record = run_dir / "pipeline.json"
     assert not record.exists() or "generate" not in json.loads(record.read_text())["stages"]
