@@ -219,7 +219,9 @@ def run_(cfg: RunConfig) -> None:
 
     Each stage writes RUN_DIR/<stage>. Rerunning skips finished stages, resumes an unfinished one (kept
     samples, last checkpoint) and redoes a stage whose settings changed and every stage after it. The
-    whole recipe is checked before any stage starts. The report's path is printed at the end.
+    whole recipe is checked before any stage starts. The report's path is printed at the end. With
+    `executor: slurm` in the recipe, each stage is an sbatch job running `--stage NAME`, chained with
+    --dependency=afterok, and the run waits for them; a failed job names its stage and its log.
     """
     from r1distill.pipeline.run import print_summary, run_pipeline
 

@@ -17,6 +17,11 @@
         config: recipes/sft/qwen2.5-math-7b.yaml           # sft and rl: a settings file, as --config
         accelerate: recipes/accelerate/zero3.yaml          # sft and rl: run under `accelerate launch`
 
+With `executor: slurm` at the top, each stage is a Slurm job (pipeline/slurm.py); a stage's `slurm:`
+mapping gives its resources (`slurm: {cpus: 8, mem: 64G, time: "12:00:00", gres: "gpu:8"}`, and for
+generate `array: N`, N array tasks each on part of the prompts). `executor: local` (the default) runs
+the stages here, one after another, and ignores `slurm:`.
+
 Each stage's options become its settings dataclass, the one the CLI builds, so the names, types and
 checks are the CLI's. Everything a run could trip over is found here, before any stage starts: an
 unknown stage kind or option, a value of the wrong type, a name that is not an earlier stage and not
@@ -34,9 +39,11 @@ from typing import Any
 
 from r1distill import requirements
 from r1distill.errors import UsageError, first_line
+from r1distill.pipeline.slurm import Resources
 from r1distill.stages import StageKind, registry
 
 
+EXECUTORS = ("local", "slurm")
 STATE_FILE = "pipeline.json"
 """RUN_DIR/pipeline.json: the runner's record of the stages it made (see run.py)."""
 # A stage's folder is RUN_DIR/<name>: a name such as `..` or `.` would point elsewhere, a leading dot
@@ -66,6 +73,8 @@ class Stage:
     """RUN_DIR/<name>: everything the stage writes is in it."""
     accelerate: str | None = None
     """sft and rl: an `accelerate launch` config file; the stage then runs in processes of its own."""
+    slurm: Resources = dataclasses.field(default_factory=Resources)
+    """What the stage's Slurm job asks for, under `executor: slurm`."""
 
 
 @dataclass
@@ -73,6 +82,8 @@ class Recipe:
     path: Path
     run_dir: Path
     stages: list[Stage]
+    executor: str = "local"
+    """local (the stages run in this process) or slurm (each stage an sbatch job, pipeline/slurm.py)."""
 
 
 def read(path: str | Path, run_dir: str | None = None) -> Recipe:
@@ -89,9 +100,12 @@ def read(path: str | Path, run_dir: str | None = None) -> Recipe:
         raise UsageError(f"{path}: not valid YAML ({first_line(err)})") from err
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or not data["stages"]:
         raise UsageError(f"{path}: expected a mapping with `stages:`, a mapping of stage names to their options (see recipes/quickstart.yaml)")
-    unknown = sorted(set(data) - {"output", "stages"})
+    unknown = sorted(set(data) - {"output", "stages", "executor"}, key=str)
     if unknown:
-        raise UsageError(f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}; a recipe has `output` and `stages`")
+        raise UsageError(f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}; a recipe has `output`, `executor` and `stages`")
+    executor = data.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise UsageError(f"{path}: executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     root = Path(run_dir or data.get("output") or Path("runs") / path.stem)
     table = registry()
     problems: list[str] = []
@@ -107,7 +121,7 @@ def read(path: str | Path, run_dir: str | None = None) -> Recipe:
             problems.append(str(err))
     if problems:
         raise UsageError(f"{path}: " + "; ".join(problems))
-    return Recipe(path, root, stages)
+    return Recipe(path, root, stages, executor)
 
 
 def _output(folder: Path, kind: StageKind | None) -> Path:
@@ -139,6 +153,7 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
             f"{where}: `accelerate` (a launch config such as recipes/accelerate/zero3.yaml) is taken by {trainers} only"
             if not kind.trains else f"{where}: accelerate {launcher!r}: no such file"
         )
+    resources = options.pop("slurm", None)
     recipe_file = options.pop("config", None)
     if recipe_file is not None:
         if not kind.trains:
@@ -146,6 +161,10 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
         settings.update(kind.read_recipe(str(recipe_file)))
     hints = typing.get_type_hints(kind.config)
     problems = []
+    try:
+        slurm = Resources.read(resources, kind_name, where)
+    except UsageError as err:
+        problems.append(str(err))
     for key, value in options.items():
         field = aliases.get(str(key).lstrip("-").replace("-", "_"))
         if field is None:
@@ -184,7 +203,7 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
                 problems.append(f"{where}: {err}")
             problems += [f"{where}: {problem}" for problem in requirements.missing(None, launcher)]
             if not problems:
-                return Stage(name, kind_name, config, output, folder, None if launcher is None else str(launcher))
+                return Stage(name, kind_name, config, output, folder, None if launcher is None else str(launcher), slurm)
     raise UsageError("; ".join(problems))
 
 

@@ -2,6 +2,7 @@
 
     r1distill run recipes/quickstart.yaml                 # synth, generate, filter, sft, rl, eval, report
     r1distill run my-recipe.yaml -o runs/try-2            # the same recipe into another RUN_DIR
+    r1distill run my-recipe.yaml --stage filter           # that stage alone (the ones before it finished)
 
 A distillation run is a chain of stages that each take minutes to days; a crash, a Ctrl-C or a changed
 setting must not mean starting over, and nothing must run on stale inputs. So:
@@ -14,11 +15,16 @@ setting must not mean starting over, and nothing must run on stale inputs. So:
    unfinished one is resumed with the stage's own resume (generate and eval keep every finished
    sample, sft and rl continue from their last checkpoint, the others are quick and start over); a
    stage whose settings changed, or that comes after one that reran, starts over in a cleared folder.
+   pipeline.json also records, per stage, which start of each earlier stage it came after: a stage that ran
+   before an earlier one ran again runs again too, even when that earlier one ran in another process
+   (a run killed between two stages, `--stage`, a Slurm job).
 4. A failing stage is named, the earlier outputs stay as they are, and the exit code is not zero.
    Rows a server refused for good fail generate and eval only beyond their --max-failed share
    (generate/failures.py): a few over-long prompts do not block every later stage.
 5. Only what the runner made is removed: a stage's name is a plain folder name (recipe.py), and its
    folder is cleared only when it is a direct child of RUN_DIR recorded in pipeline.json.
+
+With `executor: slurm` in the recipe, each stage is a Slurm job that runs `--stage` (see slurm.py).
 
 The stages are called as their commands call them (the same library functions and summaries), so a
 stage in a recipe behaves exactly as typed on the command line.
@@ -30,10 +36,13 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +52,7 @@ from r1distill import files, processes
 from r1distill.console import stderr_console
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.pipeline import recipe as recipes
+from r1distill.pipeline import slurm
 from r1distill.pipeline.recipe import RESUME, STATE_FILE, Recipe, Stage
 from r1distill.redact import redact_settings
 from r1distill.stages import registry
@@ -67,6 +77,10 @@ class RunConfig:
     """RUN_DIR, where every stage writes RUN_DIR/<stage>; default: the recipe's `output`, else runs/<recipe name>."""
     check_only: bool = field(default=False, metadata={"flags": ("--check",)})
     """Check the recipe and show what a run would do (run, resume, skip), then stop."""
+    stage: str | None = field(default=None, metadata={"flags": ("--stage",)})
+    """Run only this stage (its earlier stages must be finished), as each Slurm job of `executor: slurm` does."""
+    shard: str | None = field(default=None, metadata={"flags": ("--shard",)})
+    """With --stage NAME of a generate stage: part i/N of its prompts only (an `array: N` Slurm task); the stage finishes when all N parts have."""
 
 
 @dataclass
@@ -90,13 +104,22 @@ class RunSummary:
 def run_pipeline(cfg: RunConfig) -> RunSummary:
     """Run the recipe (see the module docstring); the CLI and the Python API both call this."""
     plan = recipes.read(cfg.recipe, cfg.output)
+    part = _part(cfg, plan)
+    if part is not None and not cfg.check_only:
+        return RunSummary(str(plan.run_dir), [_run_part(plan, cfg.stage, part)], [])
     state = _State(plan.run_dir)
     steps = _steps(plan, state)
+    if cfg.stage is not None:
+        steps = _only(steps, cfg.stage)
     if cfg.check_only:
         return RunSummary(str(plan.run_dir), [StageResult(s.stage.name, s.stage.kind, f"would {s.shown}", 0.0, str(s.stage.output)) for s in steps], [])
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     results = []
     console = stderr_console()
+    if plan.executor == "slurm" and cfg.stage is None:
+        ran = slurm.submit(plan, steps, console)
+        results = [StageResult(stage.name, stage.kind, shown, seconds, str(stage.output)) for stage, shown, seconds in ran]
+        return RunSummary(str(plan.run_dir), results, [str(stage.output) for stage in plan.stages if stage.kind == "report"])
     for number, step in enumerate(steps, start=1):
         stage = step.stage
         console.rule(f"[bold]{number}/{len(steps)} {stage.name}[/] ({stage.kind}): {step.shown}")
@@ -127,6 +150,8 @@ class _Step:
     """run (new), resume (unfinished), rerun (made before, made again) or skip (finished)."""
     why: str = ""
     """For a rerun: its settings changed, or an earlier stage ran (its input is new)."""
+    earlier: tuple[str, ...] = ()
+    """The stages before it in the recipe."""
 
     @property
     def shown(self) -> str:
@@ -147,6 +172,14 @@ class _State:
         self.stages[name] = entry
         files.write_json(self.path, {"stages": self.stages})
 
+    def reload(self) -> None:
+        """What other processes recorded meanwhile (the other parts of a `--shard` stage)."""
+        self.stages = _State(self.path.parent).stages
+
+    def after(self, names: tuple[str, ...]) -> dict[str, str | None]:
+        """Which start of each of the stages `names` is the latest: recorded with a stage, compared on a rerun."""
+        return {name: self.stages.get(name, {}).get("attempt") for name in names}
+
 
 def _steps(plan: Recipe, state: _State) -> list[_Step]:
     """What each stage needs. A folder the runner did not make is refused (see `_foreign`).
@@ -154,14 +187,15 @@ def _steps(plan: Recipe, state: _State) -> list[_Step]:
     After a stage that is not skipped, every later stage that ran before runs again: its input is new.
     """
     steps, upstream_ran = [], False
-    for stage in plan.stages:
+    for index, stage in enumerate(plan.stages):
         why = _foreign(stage, plan.run_dir, state)
         if why:
             raise UsageError(f"stage '{stage.name}': {why}; it is left alone and no stage runs: move it away or choose another -o")
-        step = _Step(stage, fingerprint(stage), "run")
+        step = _Step(stage, fingerprint(stage), "run", earlier=tuple(earlier.name for earlier in plan.stages[:index]))
         entry = state.stages.get(stage.name)
         if entry is not None:
-            if upstream_ran:
+            # Entries written before `after` was recorded are taken as made after their earlier stages.
+            if upstream_ran or entry.get("after", state.after(step.earlier)) != state.after(step.earlier):
                 step.action, step.why = "rerun", "an earlier stage ran"
             elif entry["fingerprint"] != step.fingerprint:
                 step.action, step.why = "rerun", "settings changed"
@@ -172,6 +206,31 @@ def _steps(plan: Recipe, state: _State) -> list[_Step]:
         upstream_ran = upstream_ran or step.action != "skip"
         steps.append(step)
     return steps
+
+
+def _only(steps: list[_Step], name: str) -> list[_Step]:
+    """--stage NAME: its step alone, once every stage before it is finished."""
+    names = [step.stage.name for step in steps]
+    if name not in names:
+        raise UsageError(f"--stage {name!r}: the recipe has no such stage; its stages are {', '.join(names)}")
+    index = names.index(name)
+    pending = [f"{step.stage.name} ({step.shown})" for step in steps[:index] if step.action != "skip"]
+    if pending:
+        raise UsageError(f"--stage {name!r}: the stages before it are not all finished: {', '.join(pending)}; run them first, or the whole recipe")
+    return [steps[index]]
+
+
+def _part(cfg: RunConfig, plan: Recipe) -> tuple[int, int] | None:
+    """--shard i/N, checked: part i of N of a generate stage named by --stage."""
+    if cfg.shard is None:
+        return None
+    kinds = {stage.name: stage.kind for stage in plan.stages}
+    if kinds.get(cfg.stage or "") != "generate":
+        raise UsageError(f"--shard {cfg.shard!r} needs --stage naming a generate stage")
+    index, _, count = cfg.shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise UsageError(f"--shard must be i/N with 0 <= i < N, got {cfg.shard!r}")
+    return int(index), int(count)
 
 
 def _foreign(stage: Stage, run_dir: Path, state: _State) -> str | None:
@@ -195,6 +254,21 @@ def _foreign(stage: Stage, run_dir: Path, state: _State) -> str | None:
 
 
 def _run_stage(step: _Step, state: _State, run_dir: Path) -> None:
+    stage = step.stage
+    settings, entry = _prepare(step, state, run_dir)
+    failures = _execute(stage, settings)
+    if failures is not None:
+        # Counted whether or not they stop the stage: within --max-failed, the finished entry says how many rows are missing.
+        entry["failed"] = {"rows": failures.rows, "failed": failures.failed, "refused_for_good": failures.permanent}
+        problem = failures.problem(settings.max_failed)
+        if problem:
+            state.record(stage.name, entry)
+            raise StageError(f"stage '{stage.name}' ({stage.kind}): {first_line(StageError(problem))}; earlier stages are kept, rerun to resume")
+    state.record(stage.name, {**entry, "finished": _now()})
+
+
+def _prepare(step: _Step, state: _State, run_dir: Path, parts: int | None = None) -> tuple[object, dict]:
+    """Ready the stage's folder (cleared when it starts over) and record its start; its settings to run with."""
     stage, action, settings = step.stage, step.action, step.stage.settings
     before = state.stages.get(stage.name, {}).get("settings", {})
     if action == "rerun" and step.why == "settings changed" and stage.kind == "generate" and _rows_still_valid(settings, before):
@@ -220,20 +294,22 @@ def _run_stage(step: _Step, state: _State, run_dir: Path) -> None:
         # pipeline.json records is removed: one the runner did not make is empty here (`_foreign`).
         shutil.rmtree(stage.folder)
     stage.folder.mkdir(parents=True, exist_ok=True)
-    entry = {"kind": stage.kind, "fingerprint": step.fingerprint, "settings": _settings(stage), "started": _now(), "finished": None}
+    # `attempt` tells this start from every other (two may fall in one second of `started`).
+    entry = {"kind": stage.kind, "fingerprint": step.fingerprint, "settings": _settings(stage), "started": _now(), "finished": None,
+             "attempt": secrets.token_hex(6), "after": state.after(step.earlier)}
+    if parts is not None:
+        entry["parts"], entry["parts_done"] = parts, []
     state.record(stage.name, entry)
+    return settings, entry
+
+
+def _execute(stage: Stage, settings) -> FailedRows | None:
+    """The stage itself, its errors named after it; generate and eval return their failed rows."""
     try:
         if stage.accelerate:
             _launch(stage, settings)
-        else:
-            failures = _call(stage.kind, settings)
-            if failures is not None:
-                # Counted whether or not they stop the stage: within --max-failed, the finished entry says how many rows are missing.
-                entry["failed"] = {"rows": failures.rows, "failed": failures.failed, "refused_for_good": failures.permanent}
-                problem = failures.problem(settings.max_failed)
-                if problem:
-                    state.record(stage.name, entry)
-                    raise StageError(problem)
+            return None
+        return _call(stage.kind, settings)
     except UsageError as err:
         raise UsageError(f"stage '{stage.name}' ({stage.kind}): {err}; earlier stages are kept, fix it and rerun") from err
     except StageError as err:
@@ -241,7 +317,52 @@ def _run_stage(step: _Step, state: _State, run_dir: Path) -> None:
     except Exception:
         log.error("stage '%s' (%s) failed; earlier stages are kept, rerun the same command to resume", stage.name, stage.kind)
         raise
-    state.record(stage.name, {**entry, "finished": _now()})
+
+
+def _run_part(plan: Recipe, name: str, part: tuple[int, int]) -> StageResult:
+    """--stage NAME --shard i/N: part i of a generate stage's prompts, into the folder all N parts share.
+
+    The parts start and end in any order, on other machines: under a lock on pipeline.json, the first
+    to start prepares the stage (clears it when it starts over) and the others join it; the last to end
+    marks it finished. A rerun of the parts joins an unfinished stage and resumes each part.
+    """
+    from r1distill.generate.run import rank_shards
+
+    index, count = part
+    started = time.monotonic()
+    with _locked(plan.run_dir):
+        state = _State(plan.run_dir)
+        step = _only(_steps(plan, state), name)[0]
+        stage, entry = step.stage, state.stages.get(name)
+        if step.action == "skip":
+            return StageResult(name, stage.kind, "skip", 0.0, str(stage.output))
+        joins = entry is not None and entry["finished"] is None and entry.get("parts") == count and step.action in ("run", "resume")
+        if not joins:
+            _prepare(step, state, plan.run_dir, count)
+    settings = replace(stage.settings, shard=rank_shards(stage.settings.shard, count)[index])
+    failures = _execute(stage, settings)
+    problem = failures.problem(settings.max_failed) if failures is not None else None
+    if problem:
+        raise StageError(f"stage '{name}' ({stage.kind}) part {index}/{count}: {first_line(StageError(problem))}; earlier stages are kept, rerun to resume")
+    with _locked(plan.run_dir):
+        state.reload()
+        entry = state.stages[name]
+        entry["parts_done"] = sorted(set(entry.get("parts_done", [])) | {index})
+        if len(entry["parts_done"]) == count:
+            entry["finished"] = _now()
+        state.record(name, entry)
+    return StageResult(name, stage.kind, f"{step.shown}, part {index}/{count}", time.monotonic() - started, str(stage.output))
+
+
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """RUN_DIR's lock (an flock on RUN_DIR/.pipeline.lock), held while pipeline.json is read and rewritten by one of several processes."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with files.open_append(run_dir / ".pipeline.lock") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def _rows_still_valid(settings, before: dict) -> bool:
