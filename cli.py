@@ -34,6 +34,8 @@ from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
 from r1distill.report.config import ReportConfig
 from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
 from r1distill.rewards.judge import JUDGE_BACKENDS, JUDGE_WHEN
+from r1distill.onpolicy import config as onpolicy_config
+from r1distill.onpolicy.config import DistillConfig
 from r1distill.rl import config as rl_config
 from r1distill.rl.config import RLConfig
 from r1distill.pipeline.run import RunConfig
@@ -42,7 +44,7 @@ from r1distill.synth.run import SYNTH_TASKS, SynthConfig
 from r1distill.training.settings import REPORTERS, SCHEDULERS
 
 app = typer.Typer(
-    help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
+    help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT, on-policy distillation and GRPO.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -329,6 +331,31 @@ def rl(cfg: RLConfig) -> None:
         from r1distill.rl.run import rl as run_rl
 
         summary = run_rl(cfg)
+    print_summary(summary)
+
+
+@app.command()
+@_stage_command(
+    DistillConfig,
+    argument="input",
+    choices={"template": onpolicy_config.TEMPLATES, "accuracy": ACCURACY_MODES, "vllm_mode": onpolicy_config.VLLM_MODES,
+             "lr_scheduler": SCHEDULERS, "report_to": REPORTERS},
+    recipe=onpolicy_config.read_recipe,
+)
+def distill(cfg: DistillConfig) -> None:
+    """On-policy distillation (TRL's DistillationTrainer): the student writes, the teacher scores every token of it.
+
+    The loss is the divergence between the student's and the teacher's next-token distributions on the
+    student's own completions (--beta 1: reverse KL); teacher and student must share a tokenizer. Use it
+    after or instead of `r1distill sft` (which imitates the teacher's sampled traces). OUT receives the
+    student in a plain Hugging Face layout, checkpoints, metrics.jsonl and a model card.
+    """
+    with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
+        cfg.check()  # before the trainer's modules load: without the training extra, one line that names it
+        from r1distill.onpolicy.run import distill as run_distill
+        from r1distill.onpolicy.run import print_summary
+
+        summary = run_distill(cfg)
     print_summary(summary)
 
 

@@ -3,7 +3,7 @@
     output: runs/quickstart          # RUN_DIR, unless -o gives one
     stages:
       prompts:                       # a stage's name; its output is RUN_DIR/prompts
-        stage: synth                 # its kind (default: the name): synth, generate, filter, sft, rl, eval, report
+        stage: synth                 # its kind (default: the name): synth, generate, filter, sft, distill, rl, eval, report
         task: arithmetic
         n: 64
       generate:
@@ -59,6 +59,8 @@ def kinds() -> dict[str, Kind]:
     from r1distill.eval.config import EvalConfig
     from r1distill.filter.run import FilterConfig
     from r1distill.generate.config import GenerateConfig
+    from r1distill.onpolicy.config import DistillConfig
+    from r1distill.onpolicy.config import read_recipe as distill_recipe
     from r1distill.report.config import ReportConfig
     from r1distill.rl.config import RLConfig
     from r1distill.rl.config import read_recipe as rl_recipe
@@ -70,6 +72,7 @@ def kinds() -> dict[str, Kind]:
         "filter": Kind(FilterConfig, None, ("input", "decontaminate", "non_reasoning"), ("input", "decontaminate", "non_reasoning")),
         "sft": Kind(SFTConfig, None, ("input", "model"), ("input",), sft_recipe),
         "rl": Kind(RLConfig, None, ("input", "model", "reward_model"), ("input",), rl_recipe),
+        "distill": Kind(DistillConfig, None, ("input", "model", "teacher"), ("input",), distill_recipe),
         "eval": Kind(EvalConfig, None, ("benchmark", "models", "completions", "compare"), ("completions", "compare")),
         "report": Kind(ReportConfig, "report.html", ("inputs",), ("inputs",)),
     }
@@ -171,15 +174,15 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
     aliases = _aliases(fields.values())
     settings: dict[str, Any] = {}
     launcher = options.pop("accelerate", None)
-    if launcher is not None and (kind_name not in ("sft", "rl") or not Path(str(launcher)).is_file()):
+    if launcher is not None and (kind_name not in ("sft", "distill", "rl") or not Path(str(launcher)).is_file()):
         raise UsageError(
-            f"{where}: `accelerate` (a launch config such as recipes/accelerate/zero3.yaml) is taken by sft and rl only"
-            if kind_name not in ("sft", "rl") else f"{where}: accelerate {launcher!r}: no such file"
+            f"{where}: `accelerate` (a launch config such as recipes/accelerate/zero3.yaml) is taken by sft, distill and rl only"
+            if kind_name not in ("sft", "distill", "rl") else f"{where}: accelerate {launcher!r}: no such file"
         )
     recipe_file = options.pop("config", None)
     if recipe_file is not None:
         if kind.read_recipe is None:
-            raise UsageError(f"{where}: `config` (a settings file) is taken by sft and rl only")
+            raise UsageError(f"{where}: `config` (a settings file) is taken by sft, distill and rl only")
         settings.update(kind.read_recipe(str(recipe_file)))
     hints = typing.get_type_hints(kind.config)
     problems = []

@@ -282,6 +282,10 @@ def _call(kind: str, settings) -> FailedRows | None:
         from r1distill.rl.run import print_summary, rl
 
         print_summary(rl(settings))
+    elif kind == "distill":
+        from r1distill.onpolicy.run import distill, print_summary
+
+        print_summary(distill(settings))
     elif kind == "eval":
         from r1distill.eval.run import evaluate, print_summary
 
