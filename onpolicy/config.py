@@ -23,7 +23,7 @@ from r1distill.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = ("chat", "r1-zero")
+TEMPLATES = ("chat", "teacher", "r1-zero")
 VLLM_MODES = ("colocate", "server")
 GOLD = "trl.experimental.gold"
 
@@ -41,7 +41,7 @@ class DistillConfig(TrainingSettings):
     model: str = field(default="smollm2-135m", metadata={"flags": ("--student", "--model", "-m")})
     """Student to train: 'smollm2-135m' (embedded, offline), a Hub id or a local folder."""
     template: str = "chat"
-    """Prompt: chat (the student's chat template, asking for a boxed answer; r1distill's think-keeping one when the student's strips the reasoning) or r1-zero (the R1-Zero prompt as raw text)."""
+    """Prompt: chat (the student's chat template, asking for a boxed answer; r1distill's think-keeping one when the student's strips the reasoning), teacher (the teacher's tokenizer and chat template, which the student then keeps, as DeepSeek's R1-Distill students did) or r1-zero (the R1-Zero prompt as raw text)."""
     system: str | None = None
     """System prompt (chat template only)."""
     beta: float = 1.0
@@ -116,7 +116,7 @@ class DistillConfig(TrainingSettings):
             problems += [problem for problem in self.context_problems() if problem]
         if problem := self.held_out_context_problem(self.model):
             problems.append(problem)
-        if not self.cross_tokenizer and not missing_training("distill") and (problem := tokenizer_problem(self.model, self.teacher, local_only=True)):
+        if not self.cross_tokenizer and not missing_training("distill") and (problem := tokenizer_problem(self.model, self.teacher, self.template, local_only=True)):
             problems.append(problem)
         if problems:
             raise UsageError("; ".join(problems))
@@ -134,10 +134,9 @@ class DistillConfig(TrainingSettings):
 
 
 def _has_gold() -> bool:
-    try:
-        return importlib.util.find_spec(GOLD) is not None
-    except ModuleNotFoundError:  # no trl, or no trl.experimental
-        return False
+    """Whether the installed TRL has GOLD, looked up without importing trl.experimental (which warns that it is)."""
+    spec = importlib.util.find_spec("trl")
+    return spec is not None and any((Path(folder) / "experimental" / "gold" / "__init__.py").is_file() for folder in spec.submodule_search_locations or [])
 
 
 def _trl_version() -> str:
@@ -149,36 +148,56 @@ def _trl_version() -> str:
         return "no TRL"
 
 
-def tokenizer_problem(student: str, teacher: str, *, local_only: bool) -> str | None:
-    """Why on-policy distillation cannot compare `student`'s and `teacher`'s next-token distributions token by
-    token (their vocabularies differ), or None. With `local_only` a tokenizer that is not on this machine yet
-    (a Hub model not cached, the embedded model not converted) is not checked: the run checks it again."""
+def tokenizer_problem(student: str, teacher: str, template: str, *, local_only: bool) -> str | None:
+    """Why the teacher cannot score the student's tokens one by one, or None.
+
+    Both must have the same regular vocabulary (the same text for the same id). Tokens added on top of
+    it (chat markers, <think>) may be named differently at the same ids: Qwen2.5 calls id 151644
+    `<|im_start|>`, DeepSeek-R1-Distill-Qwen `<｜User｜>`. The ids are then the same rows to both
+    models but a template written with one's names is plain text to the other, so that pair needs
+    --template teacher (the student takes the teacher's tokenizer and template, as DeepSeek's
+    distilled students did). With `local_only` a tokenizer that is not on this machine yet (a Hub model
+    not cached, the embedded model not converted) is not checked: the run checks it again."""
     from transformers import AutoTokenizer
 
-    vocabularies = []
+    tokenizers = []
     for option, name in (("--student", student), ("--teacher", teacher)):
         path = models.cached(name) if local_only else models.resolve(name)
         local = Path(path).expanduser()
         if local_only and not (local / "config.json").is_file() and (local.exists() or path.count("/") != 1):
             return None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else path, local_files_only=local_only)
+            tokenizers.append(AutoTokenizer.from_pretrained(str(local) if local.exists() else path, local_files_only=local_only))
         except Exception as err:  # OSError, ValueError, the Hub's errors: all mean "cannot read it here"
             if local_only:
                 log.debug("%s %s: tokenizer not readable offline (%s); checked when the run starts", option, name, first_line(err))
                 return None
             raise UsageError(f"{option} {name}: its tokenizer cannot be loaded ({first_line(err)})") from err
-        vocabularies.append(tokenizer.get_vocab())
-    ours, theirs = vocabularies
-    if ours == theirs:
-        return None
-    only_student, only_teacher = len(ours.keys() - theirs.keys()), len(theirs.keys() - ours.keys())
-    moved = sum(1 for token in ours.keys() & theirs.keys() if ours[token] != theirs[token])
-    return (
-        f"--teacher {teacher} and --student {student} have different vocabularies ({len(theirs):,} and {len(ours):,} tokens; "
-        f"{only_teacher:,} only the teacher's, {only_student:,} only the student's, {moved:,} with other ids), so the teacher "
-        "cannot score the student's tokens one by one: use a teacher of the student's family, or --cross-tokenizer (GOLD)"
-    )
+    (ours, ours_added), (theirs, theirs_added) = [_regular_vocabulary(tokenizer) for tokenizer in tokenizers]
+    if ours != theirs or ours_added.keys() != theirs_added.keys():
+        mine, other = tokenizers[0].get_vocab(), tokenizers[1].get_vocab()
+        only_student, only_teacher = len(set(mine.values()) - set(other.values())), len(set(other.values()) - set(mine.values()))
+        moved = sum(1 for token in ours.keys() & theirs.keys() if ours[token] != theirs[token])
+        return (
+            f"--teacher {teacher} and --student {student} have different vocabularies ({len(other):,} and {len(mine):,} tokens; "
+            f"{only_teacher:,} ids only the teacher's, {only_student:,} only the student's, {moved:,} tokens at other ids), so the teacher "
+            "cannot score the student's tokens one by one: use a teacher of the student's family, or --cross-tokenizer (GOLD)"
+        )
+    renamed = sorted(i for i in ours_added.keys() & theirs_added.keys() if ours_added[i] != theirs_added[i])
+    if renamed and template != "teacher":
+        first = renamed[0]
+        return (
+            f"--teacher {teacher} names {len(renamed)} of the student's added tokens differently (id {first}: {theirs_added[first]!r} "
+            f"there, {ours_added[first]!r} in {student}), so a template written with one's names is plain text to the other: "
+            "give --template teacher (the student takes the teacher's tokenizer and chat template)"
+        )
+    return None
+
+
+def _regular_vocabulary(tokenizer) -> tuple[dict[str, int], dict[int, str]]:
+    """(token -> id of the vocabulary the tokenizer was trained with, id -> token of those added on top)."""
+    added = tokenizer.get_added_vocab()
+    return {token: i for token, i in tokenizer.get_vocab().items() if token not in added}, {i: token for token, i in added.items()}
 
 
 # Settings that may change between the runs of one OUT: how long, how often, where to report.

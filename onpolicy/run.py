@@ -17,7 +17,8 @@ The trainer is TRL's; this module only prepares what goes into it:
 
 1. `plan_run`: every option, OUT, the prompts, both models' configs and their tokenizers are checked
    (one-line UsageErrors, nothing written, no weights loaded) and TRL's DistillationConfig is built.
-   The prompt is rl's (the student's chat template or r1distill's think-keeping one, or R1-Zero's text).
+   The prompt is rl's (the student's chat template or r1distill's think-keeping one, or R1-Zero's text),
+   or the teacher's template with the teacher's tokenizer (--template teacher), which the student keeps.
 2. `build_trainer`: the student (fp32 weights, bf16 autocast on GPUs that have it, stopping at its
    template's end-of-turn token) and the frozen teacher are loaded, both output heads cut to the same
    number of rows when only their padding differs (Qwen2.5-7B pads to 152,064, 1.5B to 151,936).
@@ -110,23 +111,30 @@ def plan_run(cfg: DistillConfig) -> Plan:
         raise UsageError(str(err).replace("--model", "--teacher", 1)) from err
     # Both configs and tokenizers are on this machine now: what check() could not read offline is checked here.
     problems = [problem for problem in cfg.context_problems() if problem]
-    if problem := tokenizer_problem(student_path, teacher_path, local_only=False):
+    if problem := tokenizer_problem(student_path, teacher_path, cfg.template, local_only=False):
         problems.append(problem.replace(student_path, cfg.model).replace(teacher_path, cfg.teacher))
     if problems:
         raise UsageError("; ".join(problems))
     (rows, stats), _ = ranks.once(lambda: _prompts(cfg), timeout=int(cfg.trl.get("ddp_timeout", ranks.DDP_TIMEOUT)))
     student.check_lora_targets(cfg, student_path)
-    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    # --template teacher: the student takes the teacher's tokenizer (the same regular vocabulary, checked above).
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path if cfg.template == "teacher" else student_path)
     tokenizer.padding_side = "left"  # the trainer generates from left-padded prompts
     template, added, end_of_turn = None, [], None
-    if cfg.template == "chat":
+    if cfg.template == "teacher":
+        if not tokenizer.chat_template:
+            raise UsageError(f"--template teacher: {cfg.teacher} has no chat template; use --template chat or r1-zero")
+        # Only its generation prompt is rendered: whether it keeps the thinking of earlier turns does not matter here.
+        template = Template(tokenizer.chat_template, "teacher", "the teacher's own template, with its tokenizer: the teacher is prompted as it was trained")
+    elif cfg.template == "chat":
         template = rl_template(tokenizer)
+    if template is not None:
         added = install(tokenizer, template)
         if added:
             # The teacher reads the same token ids: tokens new to the vocabulary would be random rows to it.
             raise UsageError(
                 f"--student {cfg.model}: the {template.name} chat template ({template.reason}) adds the tokens "
-                f"{', '.join(added)}, which the teacher has never seen; use a student whose chat template keeps <think> in assistant turns, or --template r1-zero"
+                f"{', '.join(added)}, which the teacher has never seen; use --template teacher, a student whose chat template keeps <think> in assistant turns, or --template r1-zero"
             )
         end_of_turn = turn_end_token(tokenizer, template.text)
     args = _distillation_config(cfg)
@@ -140,12 +148,17 @@ def _prompts(cfg: DistillConfig) -> tuple[list[dict], PromptStats]:
     """The trainer's rows and how the input became them (read by one process of a launch, ranks.py)."""
     rows, stats = load_prompt_set(cfg.input, cfg.split, [], None, None)
     log.info(stats.line())
-    return trainer_rows(rows, cfg.template, cfg.system), stats
+    return trainer_rows(rows, _prompt_style(cfg), cfg.system), stats
+
+
+def _prompt_style(cfg: DistillConfig) -> str:
+    """How generate's prompt builder writes the problem: chat messages (either chat template) or the R1-Zero text."""
+    return "r1-zero" if cfg.template == "r1-zero" else "chat"
 
 
 def _rendered(tokenizer, cfg: DistillConfig, problem: str) -> str:
     """A problem as the student sees it in training: the trainer's prompt (raw R1-Zero text, or chat messages) as text."""
-    prompt = trainer_rows([{PROBLEM: problem}], cfg.template, cfg.system)[0]["prompt"]
+    prompt = trainer_rows([{PROBLEM: problem}], _prompt_style(cfg), cfg.system)[0]["prompt"]
     return prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
