@@ -373,7 +373,7 @@ def synth(cfg: SynthConfig) -> None:
 @app.command(name="run")
 @_stage_command(RunConfig, argument="recipe", choices={})
 def run_(cfg: RunConfig) -> None:
-    """Run a recipe: its stages (synth, generate, filter, sft, rl, eval, report) in order into RUN_DIR.
+    """Run a recipe: its stages (synth, generate, filter, sft, distill, rl, eval, report) in order into RUN_DIR.
 
     Each stage writes RUN_DIR/<stage>. Rerunning skips finished stages, resumes an unfinished one (kept
     samples, last checkpoint) and redoes a stage whose settings changed and every stage after it. The
