@@ -51,7 +51,7 @@ class DistillConfig(TrainingSettings):
     max_completion_length: int = 1024
     """Most tokens per student completion; longer ones are cut."""
     cross_tokenizer: bool = False
-    """Distil across different tokenizers with TRL's GOLD (trl.experimental.gold, universal logit distillation) instead of token-by-token KL."""
+    """Distil across different tokenizers with TRL's experimental GOLD trainer (trl.experimental.gold: the two distributions are aligned by text span, ULD loss) instead of token by token; recipe fields then go to GOLDConfig."""
     accuracy: str = "math"
     """How --eval-prompts answers are compared with the gold ones."""
     batch_size: int = 8
@@ -109,8 +109,8 @@ class DistillConfig(TrainingSettings):
             problems.append("--vllm-server-url needs --use-vllm --vllm-mode server")
         if self.cross_tokenizer and not _has_gold():
             problems.append(f"--cross-tokenizer needs {GOLD}, which {_trl_version()} does not have; use a teacher that shares the student's tokenizer")
-        elif self.cross_tokenizer:
-            problems.append(f"--cross-tokenizer: r1distill distill does not drive {GOLD} yet; use a teacher that shares the student's tokenizer")
+        if self.cross_tokenizer and self.template != "chat":
+            problems.append("--cross-tokenizer prompts each model with its own tokenizer: it takes --template chat only")
         problems += requirements.missing(self)
         if self.max_completion_length >= 1:
             problems += [problem for problem in self.context_problems() if problem]
@@ -213,24 +213,31 @@ TRL_NAMES = {
     **{name: name for name in ("max_completion_length", "temperature", "beta", "max_steps", "use_vllm", "vllm_mode", "logging_steps",
                                 "save_steps", "save_total_limit", "seed", "report_to")},
 }
-# Fields that would load code or weights behind the stage's back: the stage loads both models itself.
-REFUSED = ("trust_remote_code", "model_init_kwargs", "teacher_model_init_kwargs", "teacher_model_revision")
+# Fields that would load code or weights behind the stage's back (the stage loads both models itself), or
+# make GOLD something other than on-policy distillation across tokenizers.
+REFUSED = ("trust_remote_code", "model_init_kwargs", "teacher_model_init_kwargs", "teacher_model_revision", "teacher_tokenizer_name_or_path",
+           "lmbda", "use_uld_loss")
 
 
 def _trl_fields(path: str, unknown: dict) -> dict:
-    """The recipe keys that are other DistillationConfig fields, as the `trl` setting; UsageError for any other key."""
+    """The recipe keys that are other DistillationConfig (or, for --cross-tokenizer, GOLDConfig) fields, as the
+    `trl` setting; UsageError for any other key."""
     missing = missing_training("distill")
     if missing:
         raise UsageError(missing)
     from trl import DistillationConfig
 
     fields = {f.name for f in dataclasses.fields(DistillationConfig)}
+    if _has_gold():  # --cross-tokenizer's GOLDConfig fields too; the trainer config that does not take one names it
+        from trl.experimental.gold import GOLDConfig
+
+        fields |= {f.name for f in dataclasses.fields(GOLDConfig)}
     ours = sorted(f"{key} (write {TRL_NAMES[key]})" for key in unknown if key in TRL_NAMES)
     if ours:
         raise UsageError(f"--config {path}: {', '.join(ours)}: these DistillationConfig fields are r1distill distill settings; give them under their names")
     refused = sorted(key for key in unknown if key in REFUSED)
     if refused:
-        raise UsageError(f"--config {path}: {', '.join(refused)}: r1distill distill loads the student and the teacher itself (no remote code); leave these out")
+        raise UsageError(f"--config {path}: {', '.join(refused)}: r1distill distill sets these itself (it loads both models, without remote code, and is always fully on-policy); leave them out")
     bad = sorted(key for key in unknown if key not in fields)
     if bad:
         raise UsageError(f"--config {path}: unknown setting(s) {', '.join(bad)}; use the fields of `r1distill distill --help` with _ for -, or of TRL's DistillationConfig")

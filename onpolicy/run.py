@@ -111,7 +111,7 @@ def plan_run(cfg: DistillConfig) -> Plan:
         raise UsageError(str(err).replace("--model", "--teacher", 1)) from err
     # Both configs and tokenizers are on this machine now: what check() could not read offline is checked here.
     problems = [problem for problem in cfg.context_problems() if problem]
-    if problem := tokenizer_problem(student_path, teacher_path, cfg.template, local_only=False):
+    if not cfg.cross_tokenizer and (problem := tokenizer_problem(student_path, teacher_path, cfg.template, local_only=False)):
         problems.append(problem.replace(student_path, cfg.model).replace(teacher_path, cfg.teacher))
     if problems:
         raise UsageError("; ".join(problems))
@@ -137,7 +137,11 @@ def plan_run(cfg: DistillConfig) -> Plan:
                 f"{', '.join(added)}, which the teacher has never seen; use --template teacher, a student whose chat template keeps <think> in assistant turns, or --template r1-zero"
             )
         end_of_turn = turn_end_token(tokenizer, template.text)
-    args = _distillation_config(cfg)
+    args = _gold_config(cfg, teacher_path) if cfg.cross_tokenizer else _distillation_config(cfg)
+    if cfg.cross_tokenizer:
+        # GOLD reads chat rows (its collator renders the prompt, all but the last turn); with lmbda 1 the
+        # empty assistant turn is never trained, every completion is the student's own.
+        rows = [{"messages": [*row["prompt"], {"role": "assistant", "content": ""}]} for row in rows]
     held_out = None
     if cfg.eval_prompts is not None:
         held_out = load_held_out(cfg.eval_prompts, lambda problem: _rendered(tokenizer, cfg, problem))
@@ -184,9 +188,34 @@ def _distillation_config(cfg: DistillConfig):
         raise UsageError(f"distillation settings: {first_line(err)}") from err
 
 
-def load_teacher(path: str, rows: int):
+def _gold_config(cfg: DistillConfig, teacher_path: str):
+    """TRL's GOLDConfig (--cross-tokenizer): fully on-policy (lmbda 1), the ULD loss over the teacher's own
+    tokenizer, the same sampling as DistillationConfig's (top_p 1, where GOLD's default is 0.95)."""
+    from trl.experimental.gold import GOLDConfig
+
+    try:
+        return GOLDConfig(
+            **trainer_arguments(cfg),
+            lmbda=1.0,
+            beta=cfg.beta,
+            temperature=cfg.temperature,
+            max_completion_length=cfg.max_completion_length,
+            max_length=None,  # the prompts and completions were measured against both models' positions
+            use_uld_loss=True,
+            teacher_tokenizer_name_or_path=teacher_path,
+            use_vllm=cfg.use_vllm,
+            vllm_mode=cfg.vllm_mode,
+            vllm_server_base_url=cfg.vllm_server_url,
+            **{"top_p": 1.0, **cfg.trl},
+        )
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"GOLD settings (--cross-tokenizer): {first_line(err)}") from err
+
+
+def load_teacher(path: str, rows: int | None):
     """The frozen teacher in eval mode: bf16 on GPUs that have it (no optimizer keeps fp32 copies of it),
-    else fp32, with its output head cut or grown to `rows` (the student's) when only padding rows differ."""
+    else fp32, with its output head cut or grown to `rows` (the student's) when only padding rows differ
+    (None: its own vocabulary, for GOLD)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -194,7 +223,7 @@ def load_teacher(path: str, rows: int):
     teacher = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     teacher.requires_grad_(False)
     teacher.eval()
-    if teacher.get_input_embeddings().num_embeddings != rows:
+    if rows is not None and teacher.get_input_embeddings().num_embeddings != rows:
         log.info("teacher: output head resized from %d to %d rows, the student's (rows past the tokenizer's tokens are padding)",
                  teacher.get_input_embeddings().num_embeddings, rows)
         teacher.resize_token_embeddings(rows, mean_resizing=False)
@@ -202,17 +231,20 @@ def load_teacher(path: str, rows: int):
 
 
 def build_trainer(plan: Plan):
-    """Step 2: load the student and the teacher and build TRL's DistillationTrainer."""
+    """Step 2: load the student and the teacher and build TRL's DistillationTrainer (GOLD's with --cross-tokenizer)."""
     import datasets
-    from trl import DistillationTrainer
 
     cfg, tokenizer = plan.cfg, plan.tokenizer
     model = student.load(plan.student_path, tokenizer, plan.end_of_turn)
     rows = model.get_input_embeddings().num_embeddings
     if rows < len(tokenizer):
         raise UsageError(f"--student {cfg.model}: its embeddings have {rows:,} rows for {len(tokenizer):,} tokens")
-    teacher = load_teacher(plan.teacher_path, rows)
-    return DistillationTrainer(
+    teacher = load_teacher(plan.teacher_path, None if cfg.cross_tokenizer else rows)
+    if cfg.cross_tokenizer:
+        from trl.experimental.gold import GOLDTrainer as Trainer
+    else:
+        from trl import DistillationTrainer as Trainer
+    return Trainer(
         model=model,
         teacher_model=teacher,
         args=plan.args,
@@ -256,13 +288,15 @@ def _divergence(beta: float) -> str:
 
 def _card(plan: Plan, summary: DistillSummary) -> str:
     cfg = plan.cfg
+    trainer = ("TRL's experimental GOLD trainer, across tokenizers: the ULD loss over text-aligned spans" if cfg.cross_tokenizer
+               else "TRL's DistillationTrainer")
     if plan.template is None:
         prompting = "## Prompt\n\nTrained on the R1-Zero prompt as raw text (no chat template); prompt it the same way.\n"
     else:
         prompting = template_section(plan.template.name, plan.template.reason, plan.end_of_turn or plan.tokenizer.eos_token)
     sections = f"""## Training
 
-On-policy distillation from `{cfg.teacher}` (TRL's DistillationTrainer) on {plan.stats.line()}: the student
+On-policy distillation from `{cfg.teacher}` ({trainer}) on {plan.stats.line()}: the student
 wrote one completion of at most {cfg.max_completion_length} tokens per prompt at temperature {cfg.temperature:g}, and
 the loss was the {_divergence(cfg.beta)} between its next-token distributions and the teacher's at every
 completion token. `metrics.jsonl` holds the curves.

@@ -134,15 +134,18 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model, teacher, p
     assert json.loads((out / "run.json").read_text())["finished"]["steps"] == 3
 
 
-def test_a_teacher_with_another_vocabulary_is_one_line_naming_cross_tokenizer(tmp_path, tiny_model, foreign_teacher, prompts):
+def test_a_teacher_with_another_vocabulary_is_one_line_and_cross_tokenizer_distils_with_gold(tmp_path, tiny_model, foreign_teacher, prompts):
     out = tmp_path / "out"
-    runner = CliRunner()
-    result = runner.invoke(app, ["distill", str(prompts), "-o", str(out), "--teacher", str(foreign_teacher), "--student", str(tiny_model)])
+    command = ["distill", str(prompts), "-o", str(out), "--teacher", str(foreign_teacher), "--student", str(tiny_model)]
+    result = CliRunner().invoke(app, command)
     assert_usage_error(result, "different vocabularies (49,154 and 49,152 tokens; 2 ids only the teacher's", out)
     assert "--cross-tokenizer (GOLD)" in result.stderr
-    result = runner.invoke(app, ["distill", str(prompts), "-o", str(out), "--teacher", str(foreign_teacher), "--student", str(tiny_model), "--cross-tokenizer"])
-    assert_usage_error(result, "--cross-tokenizer", out)
-    assert "different vocabularies" not in result.stderr
+    assert_usage_error(CliRunner().invoke(app, [*command, "--cross-tokenizer", "--template", "r1-zero"]), "it takes --template chat only", out)
+    result = CliRunner().invoke(app, [*command, "--cross-tokenizer", "--max-steps", "1", "--batch-size", "2", "--max-completion-length", "8", "--lr", "1e-3"])
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1] and (out / "model.safetensors").exists()
+    assert "GOLD trainer, across tokenizers" in (out / "README.md").read_text()
 
 
 def test_every_bad_option_is_one_line_before_any_model_loads(tmp_path, tiny_model, teacher, prompts):
@@ -169,8 +172,8 @@ def test_recipes_take_distillation_fields_and_refuse_what_the_stage_sets(tmp_pat
     assert read_recipe(recipe) == {"lr": 3e-6, "beta": 0.5, "trl": {"top_p": 0.9, "disable_dropout": True}}
     plan = plan_run(DistillConfig(str(prompts), str(tmp_path / "out"), teacher=str(teacher), model=str(tiny_model), **read_recipe(recipe)))
     assert (plan.args.learning_rate, plan.args.beta, plan.args.top_p, plan.args.disable_dropout) == (3e-6, 0.5, 0.9, True)
-    for text, said in (("learning_rate: 1e-5\n", "learning_rate (write lr)"), ("teacher_model_init_kwargs: {}\n", "loads the student and the teacher itself"),
-                       ("lmbda: 0.5\n", "unknown setting(s) lmbda")):
+    for text, said in (("learning_rate: 1e-5\n", "learning_rate (write lr)"), ("teacher_model_init_kwargs: {}\n", "sets these itself"),
+                       ("lmbda: 0.5\n", "lmbda: r1distill distill sets these itself"), ("warmup: 3\n", "unknown setting(s) warmup")):
         recipe.write_text(text)
         with pytest.raises(UsageError, match=said.replace("(", "\\(").replace(")", "\\)")):
             read_recipe(recipe)
