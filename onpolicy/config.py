@@ -107,7 +107,7 @@ class DistillConfig(TrainingSettings):
             problems.append("--system applies to --template chat only; the r1-zero prompt is sent as it is")
         if self.vllm_server_url is not None and not (self.use_vllm and self.vllm_mode == "server"):
             problems.append("--vllm-server-url needs --use-vllm --vllm-mode server")
-        if self.cross_tokenizer and not _has_gold():
+        if self.cross_tokenizer and importlib.util.find_spec("trl") is not None and not _has_gold():
             problems.append(f"--cross-tokenizer needs {GOLD}, which {_trl_version()} does not have; use a teacher that shares the student's tokenizer")
         if self.cross_tokenizer and self.template != "chat":
             problems.append("--cross-tokenizer prompts each model with its own tokenizer: it takes --template chat only")
@@ -140,12 +140,9 @@ def _has_gold() -> bool:
 
 
 def _trl_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import version
 
-    try:
-        return f"TRL {version('trl')}"
-    except PackageNotFoundError:
-        return "no TRL"
+    return f"TRL {version('trl')}"
 
 
 def tokenizer_problem(student: str, teacher: str, template: str, *, local_only: bool) -> str | None:
