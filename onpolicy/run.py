@@ -214,8 +214,11 @@ def _gold_config(cfg: DistillConfig, teacher_path: str):
 
 def load_teacher(path: str, rows: int | None):
     """The frozen teacher in eval mode: bf16 on GPUs that have it (no optimizer keeps fp32 copies of it),
-    else fp32, with its output head cut or grown to `rows` (the student's) when only padding rows differ
-    (None: its own vocabulary, for GOLD)."""
+    else fp32, with its output head cut or grown to `rows` (the student's; None: its own, for GOLD).
+
+    The rows that differ are padding (ids past both tokenizers' tokens, checked in `plan_run`): cut, the
+    teacher's distribution is renormalised over the same ids as the student's; grown, the new rows are
+    zero (logit 0, negligible beside a trained model's), never random ones the student would chase."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -223,10 +226,13 @@ def load_teacher(path: str, rows: int | None):
     teacher = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     teacher.requires_grad_(False)
     teacher.eval()
-    if rows is not None and teacher.get_input_embeddings().num_embeddings != rows:
-        log.info("teacher: output head resized from %d to %d rows, the student's (rows past the tokenizer's tokens are padding)",
-                 teacher.get_input_embeddings().num_embeddings, rows)
+    before = teacher.get_input_embeddings().num_embeddings
+    if rows is not None and before != rows:
+        log.info("teacher: output head resized from %d to %d rows, the student's (rows past the tokenizer's tokens are padding)", before, rows)
         teacher.resize_token_embeddings(rows, mean_resizing=False)
+        with torch.no_grad():
+            for layer in (teacher.get_input_embeddings(), teacher.get_output_embeddings()):
+                layer.weight[before:] = 0
     return teacher
 
 

@@ -118,6 +118,21 @@ def test_the_reverse_kl_to_the_teacher_falls_and_only_the_student_learns(tmp_pat
     assert "r1distill distill" in card and f"On-policy distillation from `{teacher}`" in card and "reverse KL" in card
 
 
+def test_the_teachers_head_is_cut_or_grown_to_the_students_rows_keeping_its_own(teacher):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from r1distill.onpolicy.run import load_teacher
+
+    own = AutoModelForCausalLM.from_pretrained(teacher).get_output_embeddings().weight
+    rows = own.shape[0]
+    cut, grown = load_teacher(str(teacher), rows - 8), load_teacher(str(teacher), rows + 8)
+    assert cut.get_output_embeddings().weight.shape[0] == rows - 8 and torch.equal(cut.get_output_embeddings().weight, own[:-8])
+    head = grown.get_output_embeddings().weight
+    assert head.shape[0] == rows + 8 and torch.equal(head[:rows], own) and not head[rows:].any()
+    assert not any(p.requires_grad for p in grown.parameters()) and not grown.training
+
+
 def test_a_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model, teacher, prompts):
     out = tmp_path / "student"
     cfg = DistillConfig(str(prompts), str(out), teacher=str(teacher), model=str(tiny_model), max_steps=2, batch_size=2,
