@@ -28,7 +28,7 @@ from r1distill.redact import redact_text, strip_controls
 from r1distill.stages import StageKind, registry
 
 app = typer.Typer(
-    help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
+    help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT, on-policy distillation and GRPO.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -215,7 +215,7 @@ for _kind in registry().values():
 @app.command(name="run")
 @_stage_command(RunConfig, argument="recipe", choices={})
 def run_(cfg: RunConfig) -> None:
-    """Run a recipe: its stages (synth, generate, filter, sft, rl, eval, report) in order into RUN_DIR.
+    """Run a recipe: its stages (synth, generate, filter, sft, distill, rl, eval, report) in order into RUN_DIR.
 
     Each stage writes RUN_DIR/<stage>. Rerunning skips finished stages, resumes an unfinished one (kept
     samples, last checkpoint) and redoes a stage whose settings changed and every stage after it. The

@@ -76,6 +76,7 @@ def registry() -> dict[str, StageKind]:
     from r1distill.eval.config import EVAL_CHECKS, EvalConfig
     from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
     from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
+    from r1distill.onpolicy import config as onpolicy
     from r1distill.prompts import TEMPLATES
     from r1distill.report.config import ReportConfig
     from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS
@@ -146,6 +147,19 @@ def registry() -> dict[str, StageKind]:
                 "lr_scheduler": SCHEDULERS, "report_to": REPORTERS, "judge_backend": ("openai",), "judge_when": JUDGE_WHEN,
             },
             read_recipe=rl.read_recipe, checks_first=True, references=("input", "model", "reward_model"), inputs=("input",),
+        ),
+        StageKind(
+            "distill", onpolicy.DistillConfig, "input", "r1distill.onpolicy.run:distill", "r1distill.onpolicy.run:print_summary",
+            """On-policy distillation (TRL's DistillationTrainer): the student writes, the teacher scores every token of it.
+
+            The loss is the divergence between the student's and the teacher's next-token distributions on the
+            student's own completions (--beta 1: reverse KL); teacher and student must share a tokenizer. Use it
+            after or instead of `r1distill sft` (which imitates the teacher's sampled traces). OUT receives the
+            student in a plain Hugging Face layout, checkpoints, metrics.jsonl and a model card.""",
+            resume,
+            choices={"template": onpolicy.TEMPLATES, "accuracy": ACCURACY_MODES, "vllm_mode": onpolicy.VLLM_MODES,
+                     "lr_scheduler": SCHEDULERS, "report_to": REPORTERS},
+            read_recipe=onpolicy.read_recipe, checks_first=True, references=("input", "model", "teacher"), inputs=("input",),
         ),
         StageKind(
             "eval", EvalConfig, "benchmark", "r1distill.eval.run:evaluate", "r1distill.eval.run:print_summary",

@@ -3,7 +3,7 @@
     output: runs/quickstart          # RUN_DIR, unless -o gives one
     stages:
       prompts:                       # a stage's name; its output is RUN_DIR/prompts
-        stage: synth                 # its kind (default: the name): synth, generate, filter, sft, rl, eval, report
+        stage: synth                 # its kind (default: the name): synth, generate, filter, sft, distill, rl, eval, report
         task: arithmetic
         n: 64
       generate:
@@ -147,7 +147,7 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
     aliases = _aliases(fields.values())
     settings: dict[str, Any] = {}
     launcher = options.pop("accelerate", None)
-    trainers = " and ".join(other.name for other in table.values() if other.trains)
+    trainers = ", ".join(other.name for other in table.values() if other.trains)
     if launcher is not None and (not kind.trains or not Path(str(launcher)).is_file()):
         raise UsageError(
             f"{where}: `accelerate` (a launch config such as recipes/accelerate/zero3.yaml) is taken by {trainers} only"

@@ -44,7 +44,7 @@ from r1distill.console import summary_table
 from r1distill.errors import UsageError, first_line
 from r1distill.prompts import R1_ZERO
 from r1distill.rl.config import RESUMABLE, RLConfig
-from r1distill.rl.data import PromptStats, load_prompt_set, trainer_rows
+from r1distill.training.prompts import PromptStats, load_prompt_set, trainer_rows
 from r1distill.rewards.judge import Judge, JudgedAccuracy
 from r1distill.rl.rewards import POLICY_COLUMNS, PolicyReward, Rollouts
 from r1distill.schema import ANSWER, PROBLEM, THINK_CLOSE, THINK_OPEN

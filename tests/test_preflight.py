@@ -59,6 +59,7 @@ EXPECTED = {
     "distill-r1-32b-vllm-qwen2.5-1.5b": {"vllm", "deepspeed"},
     "distill-r1-api-qwen2.5-math-7b": {"vllm", "deepspeed"},
     "r1-zero-countdown-qwen2.5-3b": {"vllm", "deepspeed"},
+    "onpolicy-r1-distill-qwen-7b-qwen2.5-1.5b": {"vllm", "deepspeed"},
 }
 
 

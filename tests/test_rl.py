@@ -238,7 +238,7 @@ def test_lora_and_vllm_settings_reach_the_trainer(tmp_path, tiny_model):
 
 
 def test_prompt_sets_pass_rate_band_and_columns(tmp_path, tiny_model):
-    from r1distill.rl.data import load_prompt_set
+    from r1distill.training.prompts import load_prompt_set
 
     rows = [{"messages": [], "kind": "reasoning", "prompt_id": f"p{i}", "problem": f"q{i}", "answer": str(i), "pass_rate": i / 4} for i in range(5)]
     rows += [{"messages": [], "kind": "reasoning", "prompt_id": "p1", "problem": "q1", "answer": "1", "pass_rate": 0.25}]  # a second kept sample

@@ -29,8 +29,8 @@ def run_settings(cfg) -> dict:
     """The settings that define a run in OUT, with paths made absolute so a rerun from elsewhere matches, and
     credentials redacted (redact.py): run.json records them, and a rerun compares its own the same way."""
     settings = asdict(cfg)
-    for name in ("input", "model"):
-        if Path(settings[name]).exists():
+    for name in ("input", "model", "teacher"):  # distill has a teacher
+        if name in settings and Path(settings[name]).exists():
             settings[name] = str(Path(settings[name]).resolve())
     settings["command"] = redact_command(settings["command"])
     return redact_settings(settings)

@@ -1,4 +1,4 @@
-"""The prompts GRPO samples from: read, checked and turned into the rows TRL's GRPOTrainer takes.
+"""The prompts an on-policy trainer samples from (rl's GRPO, distill's student): read, checked and turned into the rows TRL takes.
 
 Any prompt-set table works: a prompt table (`problem`, `answer`), a `r1distill filter` output (its
 reasoning rows carry `problem`, `answer` and the prompt's `pass_rate`), or a `generate` output (one
@@ -8,7 +8,7 @@ The rows handed to the trainer hold `prompt` and only the columns the rewards re
 `answer`, countdown's `numbers` and `target`...). TRL passes every dataset column to every reward, so
 a trace column of the input (`finish_reason`, `completion_tokens`, `reasoning`...) would otherwise
 describe the teacher's completion instead of the policy's; what a reward learns about the policy's
-completion comes from the policy (see rewards.py).
+completion comes from the policy (see rl/rewards.py). distill needs no column but `problem`.
 """
 
 from __future__ import annotations
