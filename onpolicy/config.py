@@ -225,7 +225,9 @@ def _trl_fields(path: str, unknown: dict) -> dict:
     from trl import DistillationConfig
 
     fields = {f.name for f in dataclasses.fields(DistillationConfig)}
-    if _has_gold():  # --cross-tokenizer's GOLDConfig fields too; the trainer config that does not take one names it
+    # --cross-tokenizer's GOLDConfig fields too; the trainer config that does not take one names it. Looked up
+    # only for a key DistillationConfig lacks: importing trl.experimental loads TRL's vLLM integration too.
+    if any(key not in fields for key in unknown) and _has_gold():
         from trl.experimental.gold import GOLDConfig
 
         fields |= {f.name for f in dataclasses.fields(GOLDConfig)}
