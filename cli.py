@@ -23,6 +23,7 @@ import typer
 
 from r1distill import __version__
 from r1distill.backends import BACKENDS
+from r1distill.cluster import EXECUTORS
 from r1distill.distill.config import SFTConfig, read_recipe
 from r1distill.distill.config import TEMPLATES as SFT_TEMPLATES
 from r1distill.errors import StageError, UsageError, first_line
@@ -207,7 +208,7 @@ def _stage_command(
 @_stage_command(
     GenerateConfig,
     argument="input",
-    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK)},
+    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "executor": EXECUTORS},
 )
 def generate(cfg: GenerateConfig) -> None:
     """Generate long chain-of-thought traces from a teacher, resumably.
@@ -236,7 +237,7 @@ def generate(cfg: GenerateConfig) -> None:
     argument="input",
     choices={
         "checks": CHECKS, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS), "dedup": DEDUP_MODES,
-        "no_think": NO_THINK_STYLES, "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN,
+        "no_think": NO_THINK_STYLES, "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN, "executor": EXECUTORS,
     },
 )
 def filter_(cfg: FilterConfig) -> None:
@@ -282,7 +283,7 @@ def sft(cfg: SFTConfig) -> None:
     EvalConfig,
     argument="benchmark",
     choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": (*EVAL_CHECKS, "judge"), "like": tuple(BENCHMARKS),
-             "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN},
+             "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN, "executor": EXECUTORS},
 )
 def eval_(cfg: EvalConfig) -> None:
     """Evaluate models on a reasoning benchmark: pass@k, maj@k and accuracy against thinking tokens.
