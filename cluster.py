@@ -3,8 +3,8 @@
 The settings are one dataclass, mixed into generate's `GenerationSettings` (so eval, which generates
 through generate, has them too) and into filter's settings. On Ray the command is the driver: it
 joins the cluster at `--ray-address`, or starts a local one that it owns and shuts down when it ends
-(its processes die with the command, even after kill -9: Ray ties a head node it starts to its
-driver), and spreads the work over `--replicas` actors. What the stages do with the actors is theirs
+(its processes die with the command, even after kill -9: Ray ties the head's own processes to the
+driver, and `processes.marked` the agents it does not), and spreads the work over `--replicas` actors. What the stages do with the actors is theirs
 (generate/on_ray.py, filter/on_ray.py); the output is written by the driver alone, as locally.
 
     r1distill generate prompts.jsonl -o traces --executor ray --replicas 2                      # a local cluster
@@ -16,10 +16,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from r1distill.errors import StageError, UsageError
+from r1distill.processes import marked
 from r1distill.redact import redact_text
 
 log = logging.getLogger(__name__)
@@ -70,17 +71,19 @@ def ray_cluster(settings: ClusterSettings) -> Iterator[None]:
         yield
         return
     address = settings.ray_address or LOCAL_CLUSTER
-    # Ray's dashboard, its notices and the actors' log forwarding are for interactive use; the stage has
-    # its own progress bar and log lines, and Ray's errors still reach it as exceptions.
-    ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    _quiet_ray_data()
-    resources = ray.cluster_resources()
-    where = f"joined the cluster at {redact_text(address)}" if settings.ray_address else "started a local cluster"
-    log.info("Ray: %s (%d CPUs, %d GPUs)", where, resources.get("CPU", 0), resources.get("GPU", 0))
-    try:
+    with ExitStack() as owned:
+        if not settings.ray_address:
+            # A cluster this command owns: its processes, the ones Ray does not tie to the driver included, end with it.
+            owned.enter_context(marked())
+        # Ray's dashboard, its notices and the actors' log forwarding are for interactive use; the stage has
+        # its own progress bar and log lines, and Ray's errors still reach it as exceptions.
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        owned.callback(ray.shutdown)
+        _quiet_ray_data()
+        resources = ray.cluster_resources()
+        where = f"joined the cluster at {redact_text(address)}" if settings.ray_address else "started a local cluster"
+        log.info("Ray: %s (%d CPUs, %d GPUs)", where, resources.get("CPU", 0), resources.get("GPU", 0))
         yield
-    finally:
-        ray.shutdown()
 
 
 def _quiet_ray_data() -> None:

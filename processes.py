@@ -2,19 +2,29 @@
 
 On Linux the kernel does it (`prctl(PR_SET_PDEATHSIG)`); elsewhere, and for processes that are not
 direct children (those `accelerate launch` starts for a stage of `r1distill run`), a thread ends the
-process once the one it belongs to is gone.
+process once the one it belongs to is gone. Processes a library starts out of our reach (a local Ray
+cluster's per-node agents) are marked and killed by a guard process when their owner ends (`marked`).
+
+    python -m r1distill.processes MARK    # the guard itself, started by `marked`
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 OWNER_ENV = "R1DISTILL_OWNER_PID"
 """Set by `r1distill run` for a stage it launches: every r1distill process under it exits when that pid is gone."""
+MARK_ENV = "R1DISTILL_PROCESS_MARK"
+"""Carried by every process started inside `marked`, which its guard kills."""
 
 
 def die_with_parent() -> bool:
@@ -55,3 +65,51 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def marked() -> Iterator[None]:
+    """Every process started inside the block, and every process those start, carries a mark in its
+    environment; when the block ends, or this process dies however it dies (kill -9 too), a guard
+    process kills those still running.
+
+    For libraries whose processes do not die with their parent: a local Ray cluster's dashboard and
+    runtime-env agents outlive a killed driver by a minute (a 60 s call to the dead head). The guard
+    waits on a pipe whose only writer is this process, so it wakes when the block ends or the kernel
+    closes the pipe at this process's death; it sits in a session of its own, out of reach of the
+    Ctrl-C that ends the block. Linux only (it reads /proc); elsewhere the block runs unguarded.
+    """
+    if not Path("/proc/self/environ").exists():
+        yield
+        return
+    mark = f"{os.getpid()}-{secrets.token_hex(8)}"
+    guard = subprocess.Popen([sys.executable, "-m", "r1distill.processes", mark], stdin=subprocess.PIPE, start_new_session=True)
+    previous = os.environ.get(MARK_ENV)
+    os.environ[MARK_ENV] = mark
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MARK_ENV, None)
+        else:
+            os.environ[MARK_ENV] = previous
+        guard.stdin.close()
+        guard.wait()
+
+
+def _kill_marked(mark: str) -> None:
+    """SIGKILL every process whose environment carries `mark` (a process that is gone meanwhile is skipped)."""
+    needle = f"{MARK_ENV}={mark}".encode() + b"\0"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+
+
+if __name__ == "__main__":
+    sys.stdin.buffer.read()  # returns when the owner closes the pipe or dies
+    _kill_marked(sys.argv[1])
