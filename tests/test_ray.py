@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from conftest import assert_usage_error, write_jsonl
+from r1distill.errors import UsageError
 from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.generate import GenerateConfig, generate
 from r1distill.generate.store import JOURNAL_DIR
@@ -151,7 +152,6 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_no_row(tmp_path, prompts, 
     _assert_same_rows(out, local_rows)
 
 
-@pytest.mark.slow  # two commands, each loading torch, transformers and Ray: about a minute on 2 cores
 def test_the_driver_killed_mid_run_then_rerun_resumes_with_no_gap_and_no_duplicate(tmp_path, prompts, tiny_model, local_rows, ray_address):
     out = tmp_path / "out"
     args = _cli("generate", str(prompts), "-o", str(out), "-m", str(tiny_model), "-n", str(SAMPLES), "--max-tokens", "8", "--batch-size", "1",
@@ -204,6 +204,17 @@ def test_bad_cluster_options_are_one_line_before_anything_is_written(tmp_path, p
     assert "--check judge scores with --executor local" in result.stderr
     result = CliRunner().invoke(app, ["generate", str(prompts), "-o", str(out), "--executor", "spark"])
     assert_usage_error(result, "--executor must be one of local, ray", out)
+
+
+def test_eval_hands_the_cluster_settings_to_the_generate_it_runs(tmp_path, prompts):
+    from r1distill.eval.config import EvalConfig
+
+    cfg = EvalConfig(benchmark=str(prompts), output=str(tmp_path / "eval"), executor="ray", ray_address="127.0.0.1:6379", replicas=3)
+    generation = cfg.generate_config("m", str(prompts), str(tmp_path / "samples"))
+    assert (generation.executor, generation.ray_address, generation.replicas) == ("ray", "127.0.0.1:6379", 3)
+    scoring_only = EvalConfig(completions=str(prompts), output=str(tmp_path / "eval"), executor="ray")
+    with pytest.raises(UsageError, match="with --completions nothing is generated"):
+        scoring_only.check()
 
 
 def test_the_local_cluster_a_command_starts_dies_with_it(tmp_path, prompts, tiny_model):
