@@ -22,25 +22,10 @@ from typing import Annotated, Optional
 import typer
 
 from r1distill import __version__
-from r1distill.backends import BACKENDS
-from r1distill.cluster import EXECUTORS
-from r1distill.distill.config import SFTConfig, read_recipe
-from r1distill.distill.config import TEMPLATES as SFT_TEMPLATES
 from r1distill.errors import StageError, UsageError, first_line
-from r1distill.eval.benchmarks import BENCHMARKS
-from r1distill.eval.config import EVAL_CHECKS, EvalConfig
-from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
-from r1distill.generate.prompts import TEMPLATES
-from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
-from r1distill.report.config import ReportConfig
-from r1distill.rewards import ACCURACY_MODES, LANGUAGE_SCRIPTS, TASKS
-from r1distill.rewards.judge import JUDGE_BACKENDS, JUDGE_WHEN
-from r1distill.rl import config as rl_config
-from r1distill.rl.config import RLConfig
 from r1distill.pipeline.run import RunConfig
 from r1distill.redact import redact_text, strip_controls
-from r1distill.synth.run import SYNTH_TASKS, SynthConfig
-from r1distill.training.settings import REPORTERS, SCHEDULERS
+from r1distill.stages import StageKind, registry
 
 app = typer.Typer(
     help="R1-style reasoning distillation: teacher traces, rule rewards, rejection sampling, SFT and GRPO.",
@@ -204,144 +189,27 @@ def _stage_command(
     return decorate
 
 
-@app.command()
-@_stage_command(
-    GenerateConfig,
-    argument="input",
-    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "executor": EXECUTORS},
-)
-def generate(cfg: GenerateConfig) -> None:
-    """Generate long chain-of-thought traces from a teacher, resumably.
+def _stage_body(kind: StageKind) -> Callable:
+    """The command of one registered stage: checked, run and summarised within the CLI's edges."""
 
-    Every finished completion is journaled at once, so a crash or kill loses only the requests in
-    flight; rerunning the same command generates only what is missing. Exit code 1 means some
-    requests failed after their retries: they are in OUT with finish_reason 'error' and a reason, and
-    a rerun retries them (those the server refused as they are, only with --retry-failed; up to
-    --max-failed of the rows refused so do not fail the run).
-    """
-    from r1distill.generate.run import generate as run_generate
-    from r1distill.generate.run import print_summary
+    def body(cfg) -> None:
+        with _edges(Path(cfg.output), kind.interrupted):
+            if kind.checks_first:
+                cfg.check()  # before the trainer's modules load: without the training extra, one line that names it
+            result = kind.call(cfg)
+        kind.show(result)
+        if kind.prints_result:
+            typer.echo(str(result))
+        if kind.failed_rows and (problem := result.failures.problem(cfg.max_failed)):
+            typer.echo(problem, err=True)
+            raise typer.Exit(1)
 
-    with _edges(Path(cfg.output), "interrupted: finished rows are saved; rerun the same command to resume"):
-        summary = run_generate(cfg)
-    print_summary(summary)
-    problem = summary.failures.problem(cfg.max_failed)
-    if problem:
-        typer.echo(problem, err=True)
-        raise typer.Exit(1)
+    body.__name__, body.__doc__ = kind.name, kind.help
+    return body
 
 
-@app.command(name="filter")
-@_stage_command(
-    FilterConfig,
-    argument="input",
-    choices={
-        "checks": CHECKS, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS), "dedup": DEDUP_MODES,
-        "no_think": NO_THINK_STYLES, "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN, "executor": EXECUTORS,
-    },
-)
-def filter_(cfg: FilterConfig) -> None:
-    """Score traces with rule rewards, keep the good ones, and write an SFT-ready dataset.
-
-    Every input row is judged by each check (the same rewards `r1distill rl` optimises); rows that
-    fail a check, prompts that are duplicates, contaminated or outside the pass-rate band, and samples
-    beyond --keep are dropped, each counted under its first reason in stats.json and the card.
-    """
-    from r1distill.filter.run import filter_traces, print_summary
-
-    with _edges(Path(cfg.output), "interrupted: nothing was written; rerun the same command"):
-        summary = filter_traces(cfg)
-    print_summary(summary)
-
-
-@app.command()
-@_stage_command(
-    SFTConfig,
-    argument="input",
-    choices={"template": SFT_TEMPLATES, "lr_scheduler": SCHEDULERS, "report_to": REPORTERS},
-    recipe=read_recipe,
-)
-def sft(cfg: SFTConfig) -> None:
-    """Fine-tune a student on distilled traces (assistant-only loss, packing, LoRA, resume) with TRL.
-
-    The chat template is checked to keep the reasoning and to prompt at inference exactly as it trained;
-    samples longer than --max-length are dropped and counted. OUT receives the student in a plain
-    Hugging Face layout (loadable by `r1distill generate --model OUT` and vLLM), checkpoints,
-    metrics.jsonl and a model card.
-    """
-    with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
-        cfg.check()  # before the trainer's modules load: without the training extra, one line that names it
-        from r1distill.distill.run import print_summary
-        from r1distill.distill.run import sft as run_sft
-
-        summary = run_sft(cfg)
-    print_summary(summary)
-
-
-@app.command(name="eval")
-@_stage_command(
-    EvalConfig,
-    argument="benchmark",
-    choices={"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "accuracy": (*EVAL_CHECKS, "judge"), "like": tuple(BENCHMARKS),
-             "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN, "executor": EXECUTORS},
-)
-def eval_(cfg: EvalConfig) -> None:
-    """Evaluate models on a reasoning benchmark: pass@k, maj@k and accuracy against thinking tokens.
-
-    Samples are generated through the generate stage (same backends, resumable: rerun the same command
-    after a crash; a larger -n adds only the new samples) and scored with filter's accuracy check.
-    OUT receives samples.parquet (every sample with its verdict) and results.json (every setting that
-    changes a score, every metric per model and group). Exit code 1 means some requests failed after
-    their retries (left out of the scores; rerun to retry them), beyond the --max-failed share of
-    requests the server refused for good.
-    """
-    from r1distill.eval.run import evaluate, print_summary
-
-    with _edges(Path(cfg.output), "interrupted: finished samples are saved; rerun the same command to resume"):
-        summary = evaluate(cfg)
-    print_summary(summary)
-    problem = summary.failures.problem(cfg.max_failed)
-    if problem:
-        typer.echo(problem, err=True)
-        raise typer.Exit(1)
-
-
-@app.command()
-@_stage_command(
-    RLConfig,
-    argument="input",
-    choices={
-        "rewards": rl_config.REWARDS, "template": rl_config.TEMPLATES, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS),
-        "loss_type": rl_config.LOSS_TYPES, "scale_rewards": rl_config.SCALE_REWARDS, "vllm_mode": rl_config.VLLM_MODES,
-        "lr_scheduler": SCHEDULERS, "report_to": REPORTERS, "judge_backend": ("openai",), "judge_when": JUDGE_WHEN,
-    },
-    recipe=rl_config.read_recipe,
-)
-def rl(cfg: RLConfig) -> None:
-    """Train a policy with GRPO (TRL) on the rule rewards that filter checks, optionally mixed with a reward model.
-
-    R1-Zero on a base model (--template r1-zero) or R1's later RL stages on an sft student (--template
-    chat, with --reward language). OUT receives the policy in a plain Hugging Face layout, checkpoints,
-    metrics.jsonl (rewards, completion lengths, KL, sample completions) and a model card.
-    """
-    with _edges(Path(cfg.output), "interrupted: rerun with --resume to continue from the last checkpoint"):
-        cfg.check()  # before the trainer's modules load: without the training extra, one line that names it
-        from r1distill.rl.run import print_summary
-        from r1distill.rl.run import rl as run_rl
-
-        summary = run_rl(cfg)
-    print_summary(summary)
-
-
-@app.command()
-@_stage_command(SynthConfig, argument="task", choices={"task": SYNTH_TASKS})
-def synth(cfg: SynthConfig) -> None:
-    """Make a prompt table of a synthetic task with exact answers (countdown, arithmetic) or tests (code) for quick R1-Zero runs."""
-    from r1distill.synth.run import synth as run_synth
-
-    with _edges(Path(cfg.output), "interrupted: nothing useful was written; rerun the same command"):
-        count = run_synth(cfg)
-    typer.echo(f"{count} {cfg.task} problems → {cfg.output}", err=True)
+for _kind in registry().values():
+    app.command(name=_kind.name)(_stage_command(_kind.config, argument=_kind.argument, choices=_kind.choices, recipe=_kind.read_recipe)(_stage_body(_kind)))
 
 
 @app.command(name="run")
@@ -360,22 +228,6 @@ def run_(cfg: RunConfig) -> None:
     print_summary(summary)
     for report in summary.reports:
         typer.echo(report)
-
-
-@app.command()
-@_stage_command(ReportConfig, argument="inputs", choices={})
-def report(cfg: ReportConfig) -> None:
-    """Write one self-contained HTML report over the outputs of generate, filter, sft, rl and eval.
-
-    Each folder's stage is told by its files; every section shows what its stage wrote: trace lengths
-    and examples, the filter funnel, training curves and sample completions, the eval comparison and
-    the test-time scaling curve. Plots are embedded and nothing is fetched: the file opens offline.
-    """
-    from r1distill.report.run import report as write_report
-
-    with _edges(Path(cfg.output), "interrupted: the report was not written; rerun the same command"):
-        path = write_report(cfg)
-    typer.echo(str(path))
 
 
 @app.command()

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from r1distill.errors import UsageError, first_line
-from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, TRACE_COLUMNS, stable_id
+from r1distill.schema import ANSWER, PROBLEM, PROMPT_ID, TRACE_COLUMNS, scan_shards, stable_id
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _read_folder(path: Path, split: str) -> pl.DataFrame:
     if not shards:
         raise UsageError(f"{path}: folder holds no Parquet shards and is not a datasets save_to_disk folder")
     try:
-        return pl.read_parquet(shards)
+        return scan_shards(shards).collect()
     except Exception as err:
         raise UsageError(f"{path}: cannot read its Parquet shards: {first_line(err)}") from err
 

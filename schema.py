@@ -88,8 +88,12 @@ columns); so is any prompt table with answers.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import polars as pl
 
 PROMPT_ID = "prompt_id"
 PROBLEM = "problem"
@@ -238,6 +242,20 @@ def _value(row: dict, name: str):
 
 
 _ADDED = frozenset({"forced"})
+
+
+def scan_shards(shards: list) -> pl.LazyFrame:
+    """Every row of these trace shards as one lazy table, shards of a version before a column was added
+    included: an OUT resumed by a newer r1distill holds both, and a column the older ones lack
+    (`forced`: they were made without a thinking budget, so False) is filled in, not an error.
+    """
+    import polars as pl  # here, not at the top: the rewards import this module and stay light
+
+    schema: dict[str, pl.DataType] = {}
+    for shard in shards:
+        schema.update({name: dtype for name, dtype in pl.read_parquet_schema(shard).items() if name not in schema})
+    scan = pl.scan_parquet(shards, schema=pl.Schema(schema), missing_columns="insert")
+    return scan.with_columns(pl.col(name).fill_null(False) for name in _ADDED if name in schema)
 _REQUIRED = [f.name for f in TRACE_SCHEMA if not f.nullable]
 _TEXT = [f.name for f in TRACE_SCHEMA if pa.types.is_string(f.type)]
 _COUNTS = [f.name for f in TRACE_SCHEMA if pa.types.is_int32(f.type)]

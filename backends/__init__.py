@@ -56,6 +56,17 @@ class Request:
     """Per-request seed where the backend supports one, so a rerun can reproduce a sample."""
     template_kwargs: dict[str, Any] | None = None
     """Variables for the chat template (`enable_thinking=False`): applied locally, sent to servers as chat_template_kwargs."""
+    max_tokens: int | None = None
+    """This request's cap on generated tokens, where it differs from the run's `Sampling.max_tokens`: one
+    backend (one loaded model, one vLLM engine) serves eval's runs of a model at every thinking budget."""
+
+    def cap(self, sampling: Sampling) -> int:
+        """The most tokens this request may generate.
+
+        >>> Request("a", []).cap(Sampling(64, 0.0, 1.0)), Request("b", [], max_tokens=16).cap(Sampling(64, 0.0, 1.0))
+        (64, 16)
+        """
+        return sampling.max_tokens if self.max_tokens is None else self.max_tokens
 
 
 @dataclass(slots=True)

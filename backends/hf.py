@@ -45,6 +45,8 @@ class TransformersBackend:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.stop_ids = _stop_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
         self.context = context_length(self.model.config, self.tokenizer)
+        self.model_name = model
+        log.info("loaded %s on %s", model, self.device)
 
     async def run(self, requests: Sequence[Request], emit: Callable[[Result], None]) -> None:
         rendered = [(request, render_prompt(self.tokenizer, request)) for request in requests]
@@ -55,13 +57,16 @@ class TransformersBackend:
                 emit(prompt_too_long(request, lengths[i], self.context))
             else:
                 fits.append(i)
-        order = sorted(fits, key=lambda i: -lengths[i])
-        for start in range(0, len(order), self.batch_size):
-            batch = [rendered[i] for i in order[start : start + self.batch_size]]
-            # In this thread, not a worker thread: a Ctrl-C lands inside the batch instead of after it.
-            for result in self._generate_batch(batch, budget=min(self.sampling.max_tokens, self.context - lengths[order[start]])):
-                emit(result)
-            await asyncio.sleep(0)
+        # A batch shares one cap (max_new_tokens), so requests of different caps go in batches of their own.
+        caps = [request.cap(self.sampling) for request, _ in rendered]
+        for cap in sorted({caps[i] for i in fits}):
+            order = sorted((i for i in fits if caps[i] == cap), key=lambda i: -lengths[i])
+            for start in range(0, len(order), self.batch_size):
+                batch = [rendered[i] for i in order[start : start + self.batch_size]]
+                # In this thread, not a worker thread: a Ctrl-C lands inside the batch instead of after it.
+                for result in self._generate_batch(batch, budget=min(cap, self.context - lengths[order[start]])):
+                    emit(result)
+                await asyncio.sleep(0)
 
     def _generate_batch(self, batch: list[tuple[Request, str]], budget: int) -> list[Result]:
         """One batch; `budget` (new tokens) keeps its longest prompt plus output within the context."""
@@ -113,6 +118,7 @@ class TransformersBackend:
         del self.model
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()
+        log.info("released %s", self.model_name)
 
 
 def dtype_name(device: str) -> str:

@@ -137,7 +137,7 @@ class OpenAIBackend:
         """The JSON body for one request (chat/completions, or completions for raw text)."""
         body: dict = {
             "model": self.model,
-            "max_tokens": self.sampling.max_tokens,
+            "max_tokens": request.cap(self.sampling),
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
         }

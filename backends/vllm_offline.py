@@ -23,15 +23,17 @@ from r1distill.schema import FINISH_ERROR
 log = logging.getLogger(__name__)
 
 
-def sampling_kwargs(sampling: Sampling, seed: int | None) -> dict:
-    """Keyword arguments of `vllm.SamplingParams` for one request.
+def sampling_kwargs(sampling: Sampling, seed: int | None, max_tokens: int | None = None) -> dict:
+    """Keyword arguments of `vllm.SamplingParams` for one request (`max_tokens`: its own cap, see Request.cap).
 
     >>> sampling_kwargs(Sampling(max_tokens=512, temperature=0.6, top_p=0.95), seed=7)
     {'n': 1, 'max_tokens': 512, 'temperature': 0.6, 'top_p': 0.95, 'seed': 7, 'skip_special_tokens': False}
+    >>> sampling_kwargs(Sampling(max_tokens=512, temperature=0.6, top_p=0.95), seed=None, max_tokens=16)["max_tokens"]
+    16
     """
     return {
         "n": 1,
-        "max_tokens": sampling.max_tokens,
+        "max_tokens": sampling.max_tokens if max_tokens is None else max_tokens,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "seed": seed,
@@ -109,7 +111,7 @@ class VLLMBackend:
         results = [prompt_too_long(request, len(i), self.context) for request, i in zip(chunk, ids) if len(i) >= self.context]
         sent = [(request, prompt, i) for request, prompt, i in zip(chunk, prompts, ids) if len(i) < self.context]
         if sent:
-            params = [self.SamplingParams(**sampling_kwargs(self.sampling, request.seed)) for request, _, _ in sent]
+            params = [self.SamplingParams(**sampling_kwargs(self.sampling, request.seed, request.max_tokens)) for request, _, _ in sent]
             outputs = self.llm.generate([{"prompt_token_ids": i} for _, _, i in sent], params, use_tqdm=False)
             results += [to_result(request, prompt, output) for (request, prompt, _), output in zip(sent, outputs)]
         return results

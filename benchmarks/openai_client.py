@@ -48,7 +48,7 @@ import orjson
 from r1distill.generate import GenerateConfig, generate
 from r1distill.backends import Request, Sampling
 from r1distill.backends.openai_compat import OpenAIBackend
-from r1distill.generate.prompts import build_messages
+from r1distill.prompts import build_messages
 
 SAMPLING = Sampling(max_tokens=64, temperature=0.6, top_p=0.95)
 

@@ -38,7 +38,7 @@ from r1distill.training.template import Template, choose_template, end_of_turn_t
 from r1distill.errors import UsageError
 from r1distill.training import model as student
 from r1distill.training import output, ranks
-from r1distill.generate.prompts import build_messages
+from r1distill.prompts import build_messages
 from r1distill.training.callbacks import MetricsLog, TrainProgress
 from r1distill.training.heldout import HeldOut, held_out_callbacks, load_held_out
 from r1distill.training.recipe import trainer_arguments

@@ -18,6 +18,7 @@ import polars as pl
 
 from r1distill.eval.benchmarks import read_traces
 from r1distill.generate import generate
+from r1distill.generate.run import SharedBackend
 from r1distill.generate.budget import thinking_tokens
 from r1distill.generate.failures import FailedRows
 from r1distill.schema import PROMPT_ID, THINK_CLOSE, THINK_OPEN
@@ -25,13 +26,14 @@ from r1distill.schema import PROMPT_ID, THINK_CLOSE, THINK_OPEN
 SAMPLE_COLUMNS = ("id", PROMPT_ID, "sample", "model", "backend", "error", "completion", "finish_reason", "completion_tokens", "forced")
 
 
-def budget_rows(cfg, model: str, prompts_path: Path, prompts: pl.DataFrame, budget: int, folder: Path, count_tokens) -> tuple[pl.DataFrame, FailedRows]:
+def budget_rows(cfg, model: str, prompts_path: Path, prompts: pl.DataFrame, budget: int, folder: Path, count_tokens,
+                shared: SharedBackend | None = None) -> tuple[pl.DataFrame, FailedRows]:
     """The samples of one budget (one row per (prompt, sample), completion canonical) and the requests that failed.
 
-    `count_tokens(texts)` counts tokens with the model's tokenizer.
+    `count_tokens(texts)` counts tokens with the model's tokenizer; `shared`: the model's backend, see SharedBackend.
     """
     out = folder / f"budget-{budget}"
-    summary = generate(cfg.generate_config(model, str(prompts_path), str(out), max_tokens=cfg.answer_tokens, thinking_budget=budget))
+    summary = generate(cfg.generate_config(model, str(prompts_path), str(out), max_tokens=cfg.answer_tokens, thinking_budget=budget), shared)
     rows = read_traces(out, prompts[PROMPT_ID], cfg.num_samples).select(SAMPLE_COLUMNS)
     exact = thinking_tokens(out)
     thinking = [exact.get(key) if forced else None for key, forced in zip(rows["id"].to_list(), rows["forced"].to_list())]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from r1distill import files
 from r1distill.errors import UsageError, missing_training
-from r1distill.eval.benchmarks import BENCHMARKS
+from r1distill.suites import BENCHMARKS
 from r1distill.generate.config import GenerateConfig, GenerationSettings
+from r1distill.outputs import RESULTS
 from r1distill.rewards import ACCURACY_MODES, CodeSettings
 from r1distill.rewards.judge import CACHE_FILE, JudgeSettings
 
@@ -150,6 +151,4 @@ EVAL_CHECKS = (*ACCURACY_MODES, "code")
 """The answer checks of --accuracy: the accuracy reward's modes, and the code reward."""
 # The generate settings an eval passes on unchanged (model, input, output and ids are eval's own).
 GENERATE_SETTINGS = tuple(f.name for f in dataclasses.fields(GenerationSettings)) + ("num_samples", "max_tokens", "command")
-RESULTS = "results.json"
-SAMPLES = "samples.parquet"
 GENERATIONS = "generations"

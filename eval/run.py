@@ -37,12 +37,14 @@ from r1distill import files, models, rewards
 from r1distill.errors import StageError, UsageError
 from r1distill.eval.benchmarks import load_benchmark, load_completions, read_traces, slug
 from r1distill.eval.budget import budget_rows
-from r1distill.eval.config import GENERATIONS, RESULTS, SAMPLES, EvalConfig
+from r1distill.eval.config import GENERATIONS, EvalConfig
 from r1distill.eval.record import differences, load_results, model_settings, print_results, versions
 from r1distill.eval.score import model_results, part_tokens, score, token_counter
 from r1distill.generate import generate
+from r1distill.generate.run import SharedBackend
 from r1distill.generate.budget import FORCED_CUE, load_tokenizer, render_thinking_prompts
 from r1distill.generate.failures import FailedRows
+from r1distill.outputs import RESULTS, SAMPLES
 from r1distill.redact import redact_settings
 from r1distill.rewards.judge import CACHE_FILE, Judge, JudgedAccuracy
 from r1distill.schema import PROMPT_ID, split_reasoning
@@ -83,14 +85,26 @@ def _check_inputs(cfg: EvalConfig, columns: list[str]) -> None:
 def _generated(cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model: str, tokenizer, budgets: list[int]) -> tuple[pl.DataFrame, FailedRows]:
     """Every sample of `model` (uncapped, then one set per budget) as eval scores it, and the requests that failed."""
     folder = Path(cfg.output) / GENERATIONS / slug(model)
-    failures = generate(cfg.generate_config(model, str(prompts_path), str(folder / "samples"))).failures
+    uncapped = cfg.generate_config(model, str(prompts_path), str(folder / "samples"))
+    # One engine (or loaded model) for all of this model's runs, released before the next model's is built.
+    shared = SharedBackend(uncapped) if SharedBackend.serves(uncapped) else None
+    try:
+        return _samples(cfg, prompts, prompts_path, model, tokenizer, budgets, folder, uncapped, shared)
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def _samples(cfg: EvalConfig, prompts: pl.DataFrame, prompts_path: Path, model: str, tokenizer, budgets: list[int], folder: Path,
+             uncapped, shared: SharedBackend | None) -> tuple[pl.DataFrame, FailedRows]:
+    failures = generate(uncapped, shared).failures
     count = token_counter(tokenizer)
     natural = read_traces(folder / "samples", prompts[PROMPT_ID], cfg.num_samples)
     thinking, response = part_tokens(natural["completion"].to_list(), count)
     parts = [natural.with_columns(pl.Series("thinking_tokens", thinking, pl.Int64), pl.Series("response_tokens", response, pl.Int64),
                                   pl.lit(None, pl.Int64).alias("budget"), pl.lit(False).alias("forced"))]
     for budget in budgets:
-        rows, budget_failures = budget_rows(cfg, model, prompts_path, prompts, budget, folder, count)
+        rows, budget_failures = budget_rows(cfg, model, prompts_path, prompts, budget, folder, count, shared)
         failures += budget_failures
         split = [split_reasoning(completion) for completion in rows["completion"].to_list()]
         rows = rows.with_columns(

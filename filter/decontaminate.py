@@ -26,7 +26,7 @@ import polars as pl
 
 from r1distill.data import read_table
 from r1distill.errors import UsageError
-from r1distill.eval.benchmarks import from_hub, registered
+from r1distill.suites import from_hub, registered
 from r1distill.schema import PROBLEM, PROMPT_ID
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from r1distill.backends import Request, ends_inside_think, render_prompt
 from r1distill.errors import UsageError, first_line
 from r1distill.generate.config import GenerateConfig
 from r1distill.generate.manifest import write_manifest
-from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
-from r1distill.generate.run import GenerateSummary, _my_prompts, _pending, _plan, _summarize, _table_builder, generate
+from r1distill.prompts import RAW_TEMPLATES, build_messages
+from r1distill.generate.run import GenerateSummary, SharedBackend, _my_prompts, _pending, _plan, _summarize, _table_builder, generate
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_rows, read_state
 from r1distill.schema import ANSWER, FINISH_ERROR, FINISH_LENGTH, PROBLEM, PROMPT_ID, THINK_CLOSE, THINK_OPEN, split_reasoning
 
@@ -105,7 +105,7 @@ def step_folder(out: str | Path, step: str) -> Path:
     return Path(out) / STEPS / step
 
 
-def generate_forced(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
+def generate_forced(cfg: GenerateConfig, started: datetime, shared: SharedBackend | None = None) -> GenerateSummary:
     """`generate` with cfg.thinking_budget set (see the module docstring); settings already checked."""
     prompts = _my_prompts(cfg)
     plan = _plan(prompts, cfg)
@@ -117,7 +117,7 @@ def generate_forced(cfg: GenerateConfig, started: datetime) -> GenerateSummary:
     rendered = render_thinking_prompts(mine, tokenizer, cfg)
     rows, by_id = [], {planned.request.key: planned for planned in todo}
     if todo:
-        steps = _run_steps(cfg, rendered)
+        steps = _run_steps(cfg, rendered, shared)
         rows = [row | {"id": key} for key, row in steps.items() if key in by_id]
     index, count = cfg.shard_parts()
     with TraceStore(out, f"{index:05d}-of-{count:05d}", _table_builder(prompts), cfg.rows_per_shard, cfg.seconds_per_shard) as store:
@@ -146,12 +146,12 @@ def _step_config(cfg: GenerateConfig, source: Path, step: str, **changes) -> Gen
     )
 
 
-def _run_steps(cfg: GenerateConfig, rendered: pl.DataFrame) -> dict[str, dict]:
+def _run_steps(cfg: GenerateConfig, rendered: pl.DataFrame, shared: SharedBackend | None) -> dict[str, dict]:
     """Both requests of each (prompt, sample) of `rendered`, combined: trace id -> the row's generated columns."""
     with tempfile.TemporaryDirectory(prefix="r1distill-budget-") as temp:
         think_input = Path(temp) / "think.parquet"
         files.write_parquet(think_input, rendered)
-        generate(_step_config(cfg, think_input, "think", max_tokens=cfg.thinking_budget))
+        generate(_step_config(cfg, think_input, "think", max_tokens=cfg.thinking_budget), shared)
         thoughts = _step_rows(step_folder(cfg.output, "think"), rendered[PROMPT_ID], cfg.num_samples)
         prompt_of = dict(zip(rendered[PROMPT_ID].to_list(), rendered[PROBLEM].to_list()))
         prefixes = {
@@ -168,7 +168,7 @@ def _run_steps(cfg: GenerateConfig, rendered: pl.DataFrame) -> dict[str, dict]:
             }, schema={PROMPT_ID: pl.String, PROBLEM: pl.String, ANSWER: pl.String})
             answer_input = Path(temp) / "answer.parquet"
             files.write_parquet(answer_input, table)
-            generate(_step_config(cfg, answer_input, "answer", num_samples=1))
+            generate(_step_config(cfg, answer_input, "answer", num_samples=1), shared)
             for row in _step_rows(step_folder(cfg.output, "answer"), table[PROMPT_ID], 1).iter_rows(named=True):
                 answers[row[PROMPT_ID]] = row
     return {row["id"]: combined for row in thoughts.iter_rows(named=True) if (combined := _combine(row, prefixes[row["id"]], answers)) is not None}

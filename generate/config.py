@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,8 +11,8 @@ from r1distill import context, requirements
 from r1distill.cluster import ClusterSettings
 from r1distill.backends import BACKENDS
 from r1distill.errors import UsageError, missing_training
-from r1distill.generate.prompts import RAW_TEMPLATES, TEMPLATES
-from r1distill.redact import redact_text
+from r1distill.prompts import RAW_TEMPLATES, TEMPLATES
+from r1distill.redact import api_key_env_problem, redact_text
 from r1distill.schema import PROBLEM
 
 PREFILLED_THINK = {"auto": None, "yes": True, "no": False}
@@ -216,35 +215,6 @@ class GenerateConfig(GenerationSettings):
         if self.max_tokens >= 1 and (problem := self.context_problem(self.model, tokens, f"--thinking-budget {self.thinking_budget} plus --max-tokens {self.max_tokens} =")):
             problems.append(problem)
         return problems
-
-
-# Credentials of other services, which --api-key-env would send to whatever host --base-url names.
-OTHER_CREDENTIALS = frozenset({
-    "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "HF_API_TOKEN", "GITHUB_TOKEN", "GH_TOKEN",
-    "GITLAB_TOKEN", "CI_JOB_TOKEN", "NPM_TOKEN", "PYPI_TOKEN", "PYPI_API_TOKEN", "WANDB_API_KEY", "KAGGLE_KEY", "CODECOV_TOKEN",
-    "SLACK_TOKEN", "SLACK_BOT_TOKEN", "VAULT_TOKEN", "DOCKER_TOKEN", "CLOUDFLARE_API_TOKEN", "DIGITALOCEAN_TOKEN", "HEROKU_API_KEY",
-})
-OTHER_CREDENTIAL_PREFIXES = ("AWS_", "GITHUB_", "ACTIONS_", "AZURE_CLIENT_", "GOOGLE_APPLICATION_", "SSH_", "GPG_")
-
-
-def api_key_env_problem(name: str) -> str | None:
-    """Why --api-key-env NAME may not be sent to a --base-url, or None: the variable must be named like that
-    service's API key, and not be a known credential of another service (the Hub, AWS, GitHub...).
-
-    >>> [api_key_env_problem(n) is None for n in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "MY_API_KEY", "VLLM_TOKEN")]
-    [True, True, True, True]
-    >>> [api_key_env_problem(n) is None for n in ("HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "HOME", "PATH")]
-    [False, False, False, False, False]
-    """
-    upper = name.upper()
-    if upper in OTHER_CREDENTIALS or upper.startswith(OTHER_CREDENTIAL_PREFIXES):
-        return (
-            f"--api-key-env {name}: is another service's credential, and the key is sent to every --base-url; "
-            "put the server's key in a variable of its own, e.g. export MY_SERVER_API_KEY=..."
-        )
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not upper.endswith(("_KEY", "_TOKEN", "APIKEY")):
-        return f"--api-key-env {name}: name the variable that holds the server's API key, ending in _KEY or _TOKEN (e.g. OPENAI_API_KEY)"
-    return None
 
 
 def _device_problems(device: str, backend: str) -> list[str]:

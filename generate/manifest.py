@@ -19,8 +19,9 @@ import orjson
 
 from r1distill import __version__
 from r1distill.errors import UsageError
-from r1distill.generate.prompts import build_messages
-from r1distill.generate.store import read_manifests, read_rows, record_run
+from r1distill.prompts import build_messages
+from r1distill.generate.store import read_rows, record_run
+from r1distill.outputs import read_manifests
 from r1distill.redact import redact_command, redact_settings
 from r1distill.schema import PROBLEM, PROMPT_ID
 

@@ -48,7 +48,7 @@ from r1distill.backends import Backend, Request, Result, Sampling, failure_reaso
 from r1distill.generate.config import PREFILLED_THINK, GenerateConfig
 from r1distill.generate.failures import FailedRows
 from r1distill.generate.manifest import check_settings, key_settings, request_key, write_manifest
-from r1distill.generate.prompts import RAW_TEMPLATES, build_messages
+from r1distill.prompts import RAW_TEMPLATES, build_messages
 from r1distill.generate.store import TraceStore, has_superseded_rows, now_us, read_state
 from r1distill.schema import (
     ANSWER,
@@ -113,8 +113,39 @@ class _Planned:
     request_key: str
 
 
-def generate(cfg: GenerateConfig) -> GenerateSummary:
-    """Run the generate stage (see the module docstring); the CLI and the Python API both call this."""
+class SharedBackend:
+    """One backend for several generate runs of one model, built when the first of them has rows to
+    generate and closed by its owner: eval runs a model uncapped and at every thinking budget, each run
+    two generate calls, and one vLLM engine (or one loaded model) serves them all, each request with its
+    own --max-tokens (Request.cap). Rebuilding them would cost minutes each, and vLLM's memory is not
+    reliably back between engines in one process."""
+
+    def __init__(self, cfg: GenerateConfig) -> None:
+        self.cfg = cfg
+        self.backend: Backend | None = None
+
+    def get(self) -> Backend:
+        if self.backend is None:
+            self.backend = _backend(self.cfg, None)
+        return self.backend
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    @staticmethod
+    def serves(cfg: GenerateConfig) -> bool:
+        """Whether runs of `cfg` can share one: a local model in this process (a server costs nothing to
+        reconnect to; on Ray every actor holds its own)."""
+        return cfg.backend in ("transformers", "vllm") and cfg.data_parallel_size == 1 and cfg.executor == "local"
+
+
+def generate(cfg: GenerateConfig, shared: SharedBackend | None = None) -> GenerateSummary:
+    """Run the generate stage (see the module docstring); the CLI and the Python API both call this.
+
+    `shared`: a backend of the same model and sampling that the caller owns (see SharedBackend).
+    """
     started = datetime.now(timezone.utc)
     cfg.check()
     check_settings(cfg, Path(cfg.output))
@@ -124,7 +155,7 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
         # Imported here: the budget flow runs generate itself for each of its two requests.
         from r1distill.generate.budget import generate_forced
 
-        return generate_forced(cfg, started)
+        return generate_forced(cfg, started, shared)
     with _fewer_collections():
         prompts = _my_prompts(cfg)
         plan = _plan(prompts, cfg)
@@ -151,6 +182,8 @@ def generate(cfg: GenerateConfig) -> GenerateSummary:
             from r1distill.generate.on_ray import run_on_ray
 
             generated, prefilled_think = _drive(lambda requests, emit: run_on_ray(cfg, api_key, requests, emit), todo, store, cfg, total=len(plan))
+        elif todo and shared is not None:
+            generated, prefilled_think = _drive(lambda requests, emit: asyncio.run(shared.get().run(requests, emit)), todo, store, cfg, total=len(plan))
         elif todo:
             backend = backend or _backend(cfg, api_key)
             try:
@@ -186,7 +219,7 @@ def _plan(prompts: pl.DataFrame, cfg: GenerateConfig) -> list[_Planned]:
         key = request_key(settings, prompt_id, messages)
         first_seed = int(key[:8], 16)
         for sample in range(cfg.num_samples):
-            request = Request(trace_id(prompt_id, sample), messages, raw, (first_seed + sample) & 0x7FFFFFFF, kwargs)
+            request = Request(trace_id(prompt_id, sample), messages, raw, (first_seed + sample) & 0x7FFFFFFF, kwargs, cfg.max_tokens)
             plan.append(_Planned(prompt_id, sample, problem, answer, request, key))
     return plan
 

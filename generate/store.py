@@ -42,15 +42,14 @@ import pyarrow.parquet as pq
 
 from r1distill import files
 from r1distill.errors import UsageError, first_line
-from r1distill.schema import coerce_row
+from r1distill.outputs import SHARD_GLOB
+from r1distill.schema import coerce_row, scan_shards
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 JOURNAL_DIR = ".journal"
-SHARD_GLOB = "traces-*.parquet"
-MANIFEST_GLOB = "manifest*.json"
 STATE_COLUMNS = ["id", "request_key", "finish_reason", "max_tokens", "completion_tokens", "error", "created_at"]
 # How a row that does not fit the table fails to convert (wrong type, missing column, null in a required one).
 CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, KeyError, OverflowError)
@@ -65,7 +64,7 @@ def now_us() -> int:
 
 def read_rows(out: Path, columns: list[str]) -> pl.DataFrame | None:
     """These columns of every row of every shard in `out`; None when it has no shard."""
-    return _read_shards(out, lambda shards: pl.read_parquet(shards, columns=columns))
+    return _read_shards(out, lambda shards: scan_shards(shards).select(columns).collect())
 
 
 def read_state(out: Path) -> pl.DataFrame:
@@ -89,7 +88,7 @@ def read_state(out: Path) -> pl.DataFrame:
 def has_superseded_rows(out: Path) -> bool:
     """Whether some id has more than one row in `out` (a redo not compacted yet)."""
     duplicated = pl.col("id").is_duplicated().any()
-    return bool(_read_shards(out, lambda shards: pl.scan_parquet(shards).select(duplicated).collect().item()))
+    return bool(_read_shards(out, lambda shards: scan_shards(shards).select(duplicated).collect().item()))
 
 
 def _read_shards(out: Path, read: Callable[[list[Path]], T]) -> T | None:
@@ -109,17 +108,6 @@ def _read_shards(out: Path, read: Callable[[list[Path]], T]) -> T | None:
             time.sleep(0.01 * attempt)
         except Exception as err:
             raise UsageError(f"{out}: cannot read its trace shards ({first_line(err)}); is it a `r1distill generate` output?") from err
-
-
-def read_manifests(out: Path) -> list[tuple[Path, dict]]:
-    """Every manifest in `out`: manifest.json and the manifest-i-of-N.json of `--shard` runs."""
-    found = []
-    for path in sorted(out.glob(MANIFEST_GLOB)):
-        try:
-            found.append((path, orjson.loads(path.read_bytes())))
-        except (OSError, orjson.JSONDecodeError) as err:
-            raise UsageError(f"{path}: cannot read it ({first_line(err)}); restore it or write to a new -o folder") from err
-    return found
 
 
 def record_run(path: Path, header: dict, run: dict) -> None:

@@ -28,51 +28,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from r1distill import requirements
 from r1distill.errors import UsageError, first_line
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of stage: its settings, where its output goes, and which options may name other stages."""
-
-    config: type
-    output_file: str | None
-    """The file the stage writes inside RUN_DIR/<name>, or None when it writes the folder itself."""
-    references: tuple[str, ...]
-    """Options whose value may be an earlier stage's name (its output path is put in its place)."""
-    inputs: tuple[str, ...]
-    """Options naming data that must exist (a file, a folder, an earlier stage or a Hub dataset id)."""
-    read_recipe: Callable[[str], dict] | None = None
-    """sft and rl: the reader of their --config settings file, which a stage's `config:` names."""
-
-
-def kinds() -> dict[str, Kind]:
-    """The stage kinds, importing only their settings (no torch, no model code)."""
-    from r1distill.distill.config import SFTConfig
-    from r1distill.distill.config import read_recipe as sft_recipe
-    from r1distill.eval.config import EvalConfig
-    from r1distill.filter.run import FilterConfig
-    from r1distill.generate.config import GenerateConfig
-    from r1distill.report.config import ReportConfig
-    from r1distill.rl.config import RLConfig
-    from r1distill.rl.config import read_recipe as rl_recipe
-    from r1distill.synth.run import SynthConfig
-
-    return {
-        "synth": Kind(SynthConfig, "problems.jsonl", (), ()),
-        "generate": Kind(GenerateConfig, None, ("input", "model"), ("input",)),
-        "filter": Kind(FilterConfig, None, ("input", "decontaminate", "non_reasoning"), ("input", "decontaminate", "non_reasoning")),
-        "sft": Kind(SFTConfig, None, ("input", "model"), ("input",), sft_recipe),
-        "rl": Kind(RLConfig, None, ("input", "model", "reward_model"), ("input",), rl_recipe),
-        "eval": Kind(EvalConfig, None, ("benchmark", "models", "completions", "compare"), ("completions", "compare")),
-        "report": Kind(ReportConfig, "report.html", ("inputs",), ("inputs",)),
-    }
+from r1distill.stages import StageKind, registry
 
 
 STATE_FILE = "pipeline.json"
@@ -131,7 +93,7 @@ def read(path: str | Path, run_dir: str | None = None) -> Recipe:
     if unknown:
         raise UsageError(f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}; a recipe has `output` and `stages`")
     root = Path(run_dir or data.get("output") or Path("runs") / path.stem)
-    table = kinds()
+    table = registry()
     problems: list[str] = []
     stages: list[Stage] = []
     # Every stage's output, so that a stage naming an earlier one is checked even when that one has problems.
@@ -148,12 +110,12 @@ def read(path: str | Path, run_dir: str | None = None) -> Recipe:
     return Recipe(path, root, stages)
 
 
-def _output(folder: Path, kind: Kind | None) -> Path:
+def _output(folder: Path, kind: StageKind | None) -> Path:
     """What later stages receive for a stage's name: its folder, or the file it writes in there."""
     return folder / kind.output_file if kind is not None and kind.output_file else folder
 
 
-def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names: list[str], table: dict[str, Kind], path: Path) -> Stage:
+def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names: list[str], table: dict[str, StageKind], path: Path) -> Stage:
     where = f"stage '{name}'"
     if not _STAGE_NAME.fullmatch(name) or name.casefold() in _RUNNER_FILES:
         raise UsageError(
@@ -171,15 +133,16 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
     aliases = _aliases(fields.values())
     settings: dict[str, Any] = {}
     launcher = options.pop("accelerate", None)
-    if launcher is not None and (kind_name not in ("sft", "rl") or not Path(str(launcher)).is_file()):
+    trainers = " and ".join(other.name for other in table.values() if other.trains)
+    if launcher is not None and (not kind.trains or not Path(str(launcher)).is_file()):
         raise UsageError(
-            f"{where}: `accelerate` (a launch config such as recipes/accelerate/zero3.yaml) is taken by sft and rl only"
-            if kind_name not in ("sft", "rl") else f"{where}: accelerate {launcher!r}: no such file"
+            f"{where}: `accelerate` (a launch config such as recipes/accelerate/zero3.yaml) is taken by {trainers} only"
+            if not kind.trains else f"{where}: accelerate {launcher!r}: no such file"
         )
     recipe_file = options.pop("config", None)
     if recipe_file is not None:
-        if kind.read_recipe is None:
-            raise UsageError(f"{where}: `config` (a settings file) is taken by sft and rl only")
+        if not kind.trains:
+            raise UsageError(f"{where}: `config` (a settings file) is taken by {trainers} only")
         settings.update(kind.read_recipe(str(recipe_file)))
     hints = typing.get_type_hints(kind.config)
     problems = []
@@ -235,7 +198,7 @@ def _aliases(fields) -> dict[str, str]:
     return aliases
 
 
-def _resolve(field: str, value: Any, hint: Any, kind: Kind, earlier: dict[str, Path], names: list[str], name: str, where: str) -> Any:
+def _resolve(field: str, value: Any, hint: Any, kind: StageKind, earlier: dict[str, Path], names: list[str], name: str, where: str) -> Any:
     """The option's value as its field's type, with earlier stages' names replaced by their outputs."""
     from r1distill.training.recipe import coerce
 

@@ -45,6 +45,7 @@ from r1distill.errors import StageError, UsageError, first_line
 from r1distill.pipeline import recipe as recipes
 from r1distill.pipeline.recipe import RESUME, STATE_FILE, Recipe, Stage
 from r1distill.redact import redact_settings
+from r1distill.stages import registry
 
 if TYPE_CHECKING:
     from r1distill.generate.failures import FailedRows
@@ -213,7 +214,7 @@ def _run_stage(step: _Step, state: _State, run_dir: Path) -> None:
     why = _foreign(stage, run_dir, state)
     if why:
         raise UsageError(f"stage '{stage.name}': {why}; it is left alone and the stage is not run: move it away and rerun")
-    if (action in ("rerun", "run") or stage.kind in ("filter", "synth", "report")) and stage.name in state.stages and stage.folder.exists():
+    if (action in ("rerun", "run") or registry()[stage.kind].starts_over) and stage.name in state.stages and stage.folder.exists():
         # A stage that starts over starts from an empty folder (filter refuses a full one; sft and rl
         # would find the old run); generate and eval resume from what is in theirs. Only a folder
         # pipeline.json records is removed: one the runner did not make is empty here (`_foreign`).
@@ -260,39 +261,10 @@ def _rows_still_valid(settings, before: dict) -> bool:
 def _call(kind: str, settings) -> FailedRows | None:
     """Run one stage as its command does: the stage's function, then its summary on screen; generate
     and eval return their failed rows, which the caller weighs against --max-failed as the command does."""
-    if kind == "synth":
-        from r1distill.synth.run import synth
-
-        log.info("%d %s problems → %s", synth(settings), settings.task, settings.output)
-    elif kind == "generate":
-        from r1distill.generate.run import generate, print_summary
-
-        summary = generate(settings)
-        print_summary(summary)
-        return summary.failures
-    elif kind == "filter":
-        from r1distill.filter.run import filter_traces, print_summary
-
-        print_summary(filter_traces(settings))
-    elif kind == "sft":
-        from r1distill.distill.run import print_summary, sft
-
-        print_summary(sft(settings))
-    elif kind == "rl":
-        from r1distill.rl.run import print_summary, rl
-
-        print_summary(rl(settings))
-    elif kind == "eval":
-        from r1distill.eval.run import evaluate, print_summary
-
-        summary = evaluate(settings)
-        print_summary(summary)
-        return summary.failures
-    elif kind == "report":
-        from r1distill.report.run import report
-
-        log.info("report → %s", report(settings))
-    return None
+    stage = registry()[kind]
+    result = stage.call(settings)
+    stage.show(result)
+    return result.failures if stage.failed_rows else None
 
 
 def _launch(stage: Stage, settings) -> None:

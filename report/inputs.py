@@ -18,9 +18,8 @@ import polars as pl
 
 from r1distill import models
 from r1distill.errors import UsageError, first_line
-from r1distill.eval.config import RESULTS, SAMPLES
-from r1distill.generate.store import MANIFEST_GLOB, SHARD_GLOB, read_manifests
-from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
+from r1distill.outputs import MANIFEST_GLOB, RESULTS, SAMPLES, SHARD_GLOB, read_manifests
+from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, scan_shards
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ def _counts(values: pl.Series) -> dict[str, int]:
 
 def read_generate(folder: Path, examples: int) -> GenerateOutput:
     """A generate output's counts and lengths over every row, and a few example traces."""
-    scan = pl.scan_parquet(sorted(folder.glob(SHARD_GLOB)))
+    scan = scan_shards(sorted(folder.glob(SHARD_GLOB)))
     columns = scan.collect_schema().names()
     manifests = [manifest for _, manifest in read_manifests(folder)]
     settings = manifests[0].get("settings", {}) if manifests else {}

@@ -113,3 +113,7 @@ def _page(found: list[tuple[str, Path]], bodies: list[str], made: datetime, over
         + table(["stage", "folder", "path"], [(stage, name, folder.resolve()) for stage, name, folder in given])
         + f"<nav><b>Contents</b><ol>{contents}</ol></nav></header><main>{parts}</main></body></html>\n"
     )
+
+
+def print_summary(path: Path) -> None:
+    log.info("report → %s", path)

@@ -104,7 +104,7 @@ class JudgeSettings:
 
     def judge_problems(self, used: bool, servers_only: bool = False) -> list[str]:
         """Every problem with these settings; `used`: whether the judge check is on at all."""
-        from r1distill.generate.config import api_key_env_problem
+        from r1distill.redact import api_key_env_problem
 
         if not used:
             given = self.judge_model is not None or self.judge_base_urls

@@ -20,7 +20,7 @@ import polars as pl
 
 from r1distill.data import read_table
 from r1distill.errors import UsageError
-from r1distill.generate.prompts import build_messages
+from r1distill.prompts import build_messages
 from r1distill.schema import ANSWER, KIND_NON_REASONING, PASS_RATE, PROBLEM, PROMPT_ID
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from pathlib import Path
 from r1distill import files, hub, rewards
 from r1distill.console import summary_table
 from r1distill.errors import UsageError, first_line
-from r1distill.generate.prompts import R1_ZERO
+from r1distill.prompts import R1_ZERO
 from r1distill.rl.config import RESUMABLE, RLConfig
 from r1distill.rl.data import PromptStats, load_prompt_set, trainer_rows
 from r1distill.rewards.judge import Judge, JudgedAccuracy

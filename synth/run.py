@@ -27,6 +27,7 @@ same file.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ from r1distill import files
 from r1distill.errors import UsageError
 from r1distill.rewards import TASKS
 from r1distill.schema import stable_id
+
+log = logging.getLogger(__name__)
 
 SYNTH_TASKS = (*TASKS, "code")
 CODE_TESTS = 6
@@ -148,8 +151,16 @@ def _expression(rng: random.Random, operations: int, largest: int) -> tuple[str,
     return f"{left} {op} {right}", {"+": a + b, "-": a - b, "*": a * b}[op]
 
 
-def synth(cfg: SynthConfig) -> int:
-    """Write `cfg.n` problems of `cfg.task` to `cfg.output`; returns the number written.
+@dataclass
+class SynthSummary:
+    task: str
+    problems: int
+    """How many were written (fewer than --n where a small --max-number has no more distinct ones)."""
+    output: str
+
+
+def synth(cfg: SynthConfig) -> SynthSummary:
+    """Write `cfg.n` problems of `cfg.task` to `cfg.output`.
 
     Problems are unique: a repeat draw is skipped (a small --max-number may not have n problems).
     """
@@ -174,4 +185,8 @@ def synth(cfg: SynthConfig) -> int:
         files.write_parquet(out, pl.DataFrame(table))
     else:
         files.write_text(out, "".join(json.dumps(row) + "\n" for row in table))
-    return len(table)
+    return SynthSummary(cfg.task, len(table), cfg.output)
+
+
+def print_summary(summary: SynthSummary) -> None:
+    log.info("%d %s problems → %s", summary.problems, summary.task, summary.output)

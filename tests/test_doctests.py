@@ -34,7 +34,7 @@ WITH_EXAMPLES = [
     "r1distill.generate.budget",
     "r1distill.generate.config",
     "r1distill.generate.failures",
-    "r1distill.generate.prompts",
+    "r1distill.prompts",
     "r1distill.generate.run",
     "r1distill.redact",
     "r1distill.report.plots",

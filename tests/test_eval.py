@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -91,13 +92,21 @@ def _problems(tmp_path: Path, count: int, **extra) -> Path:
     return write_jsonl(tmp_path / "bench.jsonl", [{"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i), **extra} for i in range(count)])
 
 
-def test_budget_forcing_cuts_the_thinking_at_the_budget_on_a_local_model(tmp_path, tiny_model):
+def test_budget_forcing_cuts_the_thinking_at_the_budget_on_a_local_model(tmp_path, tiny_model, caplog):
     # The random model never closes its thinking: every sample is forced at its budget.
     bench = _problems(tmp_path, 2)
-    cfg = EvalConfig(benchmark=str(bench), output=str(tmp_path / "out"), models=[str(tiny_model)], num_samples=1, max_tokens=8,
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model, other)
+    cfg = EvalConfig(benchmark=str(bench), output=str(tmp_path / "out"), models=[str(tiny_model), str(other)], num_samples=1, max_tokens=8,
                      thinking_budget="4,8", answer_tokens=3, workers=1)
-    summary = evaluate(cfg)
-    samples = pl.read_parquet(tmp_path / "out" / "samples.parquet")
+    with caplog.at_level(logging.INFO, logger="r1distill.backends.hf"):
+        summary = evaluate(cfg)
+    # Each model loaded once for its uncapped run and both budgets' two requests (five generate runs),
+    # and released before the next one loads.
+    assert [r.getMessage() for r in caplog.records if r.name == "r1distill.backends.hf"] == [
+        f"loaded {tiny_model} on cpu", f"released {tiny_model}", f"loaded {other} on cpu", f"released {other}",
+    ]
+    samples = pl.read_parquet(tmp_path / "out" / "samples.parquet").filter(pl.col("model") == str(tiny_model))
     for budget in (4, 8):
         part = samples.filter(pl.col("budget") == budget)
         assert part.height == 2 and part["forced"].all()

@@ -20,7 +20,7 @@ from conftest import assert_usage_error, run_cli, write_jsonl
 from r1distill.cli import app
 from r1distill.context import generation_problem, model_length
 from r1distill.errors import missing_training
-from r1distill.eval.benchmarks import BENCHMARKS
+from r1distill.suites import BENCHMARKS
 from r1distill.filter.decontaminate import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from r1distill.backends import ends_inside_think
-from r1distill.generate.prompts import R1_ZERO, build_messages
+from r1distill.prompts import R1_ZERO, build_messages
 from r1distill.schema import split_reasoning
 
 

@@ -115,18 +115,17 @@ def test_read_state_lists_the_shards_again_when_a_compaction_removes_one_meanwhi
         store.append(trace_row("p0:0", 2000))
         store.append(trace_row("p1:0", 2000))
     assert len(list(out.glob("traces-*.parquet"))) == 2
-    real_read = pl.read_parquet
+    real_scan = store_module.scan_shards
     reads = []
 
-    def compacted_meanwhile(files, **kwargs):
-        if isinstance(files, list):  # read_state's read of every shard; compaction reads them one by one
-            reads.append(len(files))
-            if len(reads) == 1:
-                # Another worker compacts between this reader's listing and its read: the older shard goes.
-                TraceStore(out, "00001-of-00002", trace_table).compact()
-        return real_read(files, **kwargs)
+    def compacted_meanwhile(shards):
+        reads.append(len(shards))
+        if len(reads) == 1:
+            # Another worker compacts between this reader's listing and its read: the older shard goes.
+            TraceStore(out, "00001-of-00002", trace_table).compact()
+        return real_scan(shards)
 
-    monkeypatch.setattr(store_module.pl, "read_parquet", compacted_meanwhile)
+    monkeypatch.setattr(store_module, "scan_shards", compacted_meanwhile)
     state = read_state(out)
     assert reads == [2, 1]
     assert sorted(state["id"].to_list()) == ["p0:0", "p1:0"]
@@ -240,3 +239,23 @@ def test_the_cli_refuses_other_settings_in_one_line_with_exit_2(tmp_path, fake_s
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0 and "temperature 0.6 there, 1.0 now" in refused.stderr
     assert len(json.loads((tmp_path / "out" / "manifest.json").read_text())["runs"]) == 1
+
+
+def test_an_out_with_shards_from_before_the_forced_column_resumes_and_reads_as_one_table(tmp_path, fake_server):
+    cfg = _cfg(tmp_path, fake_server, {"p0": "a", "p1": "b"})
+    generate(cfg)
+    out = Path(cfg.output)
+    # What a version before `forced` wrote: the same shard without that column.
+    (old,) = out.glob("traces-*.parquet")
+    pl.read_parquet(old).drop("forced").write_parquet(old)
+
+    rerun = generate(_cfg(tmp_path, fake_server, {"p0": "a", "p1": "b", "p2": "c"}))
+
+    assert rerun.generated == 1
+    state = read_state(out)
+    assert sorted(state["id"].to_list()) == ["p0:0", "p1:0", "p2:0"]
+    shards = sorted(out.glob("traces-*.parquet"))
+    assert {"forced" in pl.read_parquet_schema(shard) for shard in shards} == {True, False}
+    assert run_cli("report", str(out), "-o", str(tmp_path / "report.html")).returncode == 0
+    filtered = run_cli("filter", str(out), "-o", str(tmp_path / "kept"), "--check", "format")
+    assert filtered.returncode == 0, filtered.stderr

@@ -1,4 +1,4 @@
-"""What the teacher is asked.
+"""What a model is asked: the prompt templates every stage that prompts a model shares (generate, eval, sft, rl, distill).
 
 Two templates:
 - `chat`: the model's own chat template, an optional system prompt, and a user turn that asks for the
