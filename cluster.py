@@ -4,9 +4,7 @@ The settings are one dataclass, mixed into generate's `GenerationSettings` (so e
 through generate, has them too) and into filter's settings. On Ray the command is the driver: it
 joins the cluster at `--ray-address`, or starts a local one that it owns and shuts down when it ends
 (its processes die with the command, even after kill -9: Ray ties the head's own processes to the
-driver, and `processes.marked` the agents it does not; where one process starts a second cluster after
-a first, as budget forcing's two steps do, Ray starts the second's agents without the mark, and they
-end a minute after a kill -9, by Ray's own watch of their raylet), and spreads the work over `--replicas` actors. What the stages do with the actors is theirs
+driver, and `processes.marked` the agents it does not), and spreads the work over `--replicas` actors. What the stages do with the actors is theirs
 (generate/on_ray.py, filter/on_ray.py); the output is written by the driver alone, as locally.
 
     r1distill generate prompts.jsonl -o traces --executor ray --replicas 2                      # a local cluster

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -75,9 +76,10 @@ def marked() -> Iterator[None]:
 
     For libraries whose processes do not die with their parent: a local Ray cluster's dashboard and
     runtime-env agents outlive a killed driver by a minute (a 60 s call to the dead head). The guard
-    waits on a pipe whose only writer is this process, so it wakes when the block ends or the kernel
-    closes the pipe at this process's death; it sits in a session of its own, out of reach of the
-    Ctrl-C that ends the block. Linux only (it reads /proc); elsewhere the block runs unguarded.
+    notes the marked processes and their descendants as they appear and watches a pipe whose only
+    writer is this process, so it acts when the block ends or the kernel closes the pipe at this
+    process's death; it sits in a session of its own, out of reach of the Ctrl-C that ends the block.
+    Linux only (it reads /proc); elsewhere the block runs unguarded.
     """
     if not Path("/proc/self/environ").exists():
         yield
@@ -97,19 +99,54 @@ def marked() -> Iterator[None]:
         guard.wait()
 
 
-def _kill_marked(mark: str) -> None:
-    """SIGKILL every process whose environment carries `mark` (a process that is gone meanwhile is skipped)."""
-    needle = f"{MARK_ENV}={mark}".encode() + b"\0"
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every process, from /proc (a process gone meanwhile is skipped)."""
+    table = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
-            if needle in (entry / "environ").read_bytes():
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            # The fields after the command name, which is in parentheses and may hold anything.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
+        table[int(entry.name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _is_marked(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+
+
+def _guard(mark: str) -> None:
+    """Until the owner closes the pipe or dies: note every marked process and every descendant of one
+    (Ray's raylet starts its agents with an environment of its own, so parentage finds what the mark
+    does not), twice a second. Then SIGKILL those still running, each checked by its start time so a
+    reused pid is spared."""
+    needle = f"{MARK_ENV}={mark}".encode() + b"\0"
+    known: dict[int, str] = {}
+    seen: set[int] = set()
+    while True:
+        table = _process_table()
+        for pid, (parent, started) in table.items():
+            if pid == os.getpid() or known.get(pid) == started:
+                continue
+            if parent in known or (pid not in seen and _is_marked(pid, needle)):
+                known[pid] = started
+            seen.add(pid)
+        if select.select([sys.stdin], [], [], 0.5)[0] and not os.read(sys.stdin.fileno(), 1024):
+            break
+    table = _process_table()
+    for pid, started in known.items():
+        if table.get(pid, (None, None))[1] == started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
 
 
 if __name__ == "__main__":
-    sys.stdin.buffer.read()  # returns when the owner closes the pipe or dies
-    _kill_marked(sys.argv[1])
+    _guard(sys.argv[1])
