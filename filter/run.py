@@ -41,6 +41,7 @@ from r1distill.console import RowProgress, summary_table
 from r1distill.data import NUMBER, PROMPT, TEXT, VALUE, check_columns, read_table
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill import files, rewards
+from r1distill.cluster import ClusterSettings
 from r1distill.filter.card import PASSING, dataset_card, funnel_stats
 from r1distill.filter.dedup import dedup
 from r1distill.filter.decontaminate import decontaminate, load_benchmark
@@ -69,8 +70,9 @@ INPUT_KINDS = {
 INPUT_COLUMNS = tuple(INPUT_KINDS)
 
 @dataclass
-class FilterConfig(rewards.CodeSettings, JudgeSettings):
-    """Settings of one `r1distill filter` run (with the code check's `CodeSettings` and the judge's `JudgeSettings`)."""
+class FilterConfig(rewards.CodeSettings, JudgeSettings, ClusterSettings):
+    """Settings of one `r1distill filter` run (with the code check's `CodeSettings`, the judge's `JudgeSettings`
+    and where the scoring runs, `ClusterSettings`)."""
 
     input: str
     """Trace table: a `r1distill generate` output folder, or any dataset with problem and completion columns."""
@@ -158,6 +160,10 @@ class FilterConfig(rewards.CodeSettings, JudgeSettings):
         if "judge" in self.checks and "accuracy" in self.checks:
             problems.append("--check judge is the accuracy check with a judge for what rules cannot decide: drop --check accuracy")
         problems += self.judge_problems("judge" in self.checks)
+        problems += self.cluster_problems()
+        if self.executor == "ray" and "judge" in self.checks:
+            # The judge's verdict cache is a file in OUT that every scorer would write at once.
+            problems.append("--check judge scores with --executor local (its verdict cache lives in OUT)")
         if self.accuracy not in rewards.ACCURACY_MODES:
             problems.append(f"--accuracy must be one of {', '.join(rewards.ACCURACY_MODES)}, got {self.accuracy!r}")
         try:
@@ -339,13 +345,20 @@ def _open(source: str, extra_columns: tuple[str, ...] = ()) -> _Source:
 def _score(source: _Source, cfg: FilterConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Pass 1: every row's scores and verdicts, and the first problem text of every prompt."""
     frames, problems = [], []
-    rules = {check: cfg.rule(check) for check in cfg.checks}
+    # On Ray every actor holds rules of its own (filter/on_ray.py); here, none.
+    rules = {check: cfg.rule(check) for check in cfg.checks} if cfg.executor == "local" else {}
     # The accuracy rule's Math-Verify workers start on the first math row and stop with this block.
     with ExitStack() as stack, RowProgress("filter: scoring", total=source.count(), generation=False) as progress:
         for reward in rules.values():
             stack.enter_context(reward)
-        for rows in _rows(source, cfg):
-            frames.append(_judge(rows, rules, cfg))
+        if cfg.executor == "ray":
+            from r1distill.filter.on_ray import judge_on_ray
+
+            judged = judge_on_ray(_rows(source, cfg), cfg)
+        else:
+            judged = ((rows, _judge(rows, rules, cfg)) for rows in _rows(source, cfg))
+        for rows, verdicts in judged:
+            frames.append(verdicts)
             valid = rows.filter(pl.col(PROBLEM).str.strip_chars() != "")  # null and blank problems never reach dedup
             problems.append(valid.select("prompt_id", PROBLEM).unique("prompt_id", keep="first", maintain_order=True))
             progress.advance(rows=rows.height)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1distill import context, requirements
+from r1distill.cluster import ClusterSettings
 from r1distill.backends import BACKENDS
 from r1distill.errors import UsageError, missing_training
 from r1distill.prompts import RAW_TEMPLATES, TEMPLATES
@@ -19,9 +20,9 @@ PREFILLED_THINK = {"auto": None, "yes": True, "no": False}
 
 
 @dataclass(kw_only=True)
-class GenerationSettings:
-    """How completions are made: backend, sampling, prompt, servers and devices. generate's settings, and
-    eval's, which hands them to generate as they are."""
+class GenerationSettings(ClusterSettings):
+    """How completions are made: backend, sampling, prompt, servers, devices and where the backends run
+    (`ClusterSettings`). generate's settings, and eval's, which hands them to generate as they are."""
 
     backend: str = "transformers"
     """transformers (local CPU/GPU), openai (any OpenAI-compatible server: vllm serve, SGLang, llama.cpp, DeepSeek's API) or vllm (offline on local GPUs)."""
@@ -187,6 +188,9 @@ class GenerateConfig(GenerationSettings):
         elif self.max_tokens >= 1 and (problem := self.context_problem(self.model, self.max_tokens, "--max-tokens")):
             problems.append(problem)
         problems += self._budget_problems()
+        problems += self.cluster_problems()
+        if self.executor == "ray" and self.data_parallel_size > 1:
+            problems.append("--data-parallel-size runs replicas on this node; with --executor ray use --replicas")
         if self.data_parallel_size > 1 and self.backend != "vllm":
             problems.append("--data-parallel-size only applies to --backend vllm (use --shard for the others)")
         if Path(self.output).exists() and not Path(self.output).is_dir():

@@ -99,6 +99,10 @@ class GenerateSummary:
         return FailedRows(self.rows, self.failed, self.permanent, self.failure_reasons)
 
 
+Runner = Callable[[list[Request], Callable[[Result], None]], None]
+"""Generates requests, calling `emit` with each result: the backend in this process, or actors on Ray (on_ray.py)."""
+
+
 @dataclass(slots=True)
 class _Planned:
     prompt_id: str
@@ -132,8 +136,9 @@ class SharedBackend:
 
     @staticmethod
     def serves(cfg: GenerateConfig) -> bool:
-        """Whether runs of `cfg` can share one: a local model in this process (a server costs nothing to reconnect to)."""
-        return cfg.backend in ("transformers", "vllm") and cfg.data_parallel_size == 1
+        """Whether runs of `cfg` can share one: a local model in this process (a server costs nothing to
+        reconnect to; on Ray every actor holds its own)."""
+        return cfg.backend in ("transformers", "vllm") and cfg.data_parallel_size == 1 and cfg.executor == "local"
 
 
 def generate(cfg: GenerateConfig, shared: SharedBackend | None = None) -> GenerateSummary:
@@ -171,12 +176,18 @@ def generate(cfg: GenerateConfig, shared: SharedBackend | None = None) -> Genera
         todo, redo = _pending(plan, read_state(out), cfg.max_tokens, cfg.retry_failed)
         write_manifest(cfg, started, prompts.height)
         log.info("%d prompts x %d samples: %d rows to generate (%d already done)", prompts.height, cfg.num_samples, len(todo), len(plan) - len(todo))
-        if todo and shared is not None:
-            generated, prefilled_think = _drive(shared.get(), todo, store, cfg, total=len(plan))
+        if todo and cfg.executor == "ray":
+            if backend is not None:
+                backend.close()  # it served the preflight; every actor builds its own
+            from r1distill.generate.on_ray import run_on_ray
+
+            generated, prefilled_think = _drive(lambda requests, emit: run_on_ray(cfg, api_key, requests, emit), todo, store, cfg, total=len(plan))
+        elif todo and shared is not None:
+            generated, prefilled_think = _drive(lambda requests, emit: asyncio.run(shared.get().run(requests, emit)), todo, store, cfg, total=len(plan))
         elif todo:
             backend = backend or _backend(cfg, api_key)
             try:
-                generated, prefilled_think = _drive(backend, todo, store, cfg, total=len(plan))
+                generated, prefilled_think = _drive(lambda requests, emit: asyncio.run(backend.run(requests, emit)), todo, store, cfg, total=len(plan))
             finally:
                 backend.close()
         store.flush()
@@ -261,8 +272,8 @@ def _backend(cfg: GenerateConfig, api_key: str | None) -> Backend:
     return make_backend(cfg.backend, cfg.model, sampling, **options)
 
 
-def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: GenerateConfig, total: int) -> tuple[int, bool | None]:
-    """Generate `todo`; returns the rows generated and whether the template pre-filled <think> (None: no result said)."""
+def _drive(run: Runner, todo: list[_Planned], store: TraceStore, cfg: GenerateConfig, total: int) -> tuple[int, bool | None]:
+    """Generate `todo` with `run`; returns the rows generated and whether the template pre-filled <think> (None: no result said)."""
     by_key = {planned.request.key: planned for planned in todo}
     generated = 0
     prefilled_think = None
@@ -271,7 +282,12 @@ def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: Gener
 
         def emit(result: Result) -> None:
             nonlocal generated, prefilled_think
-            row = store.append(_row(by_key[result.key], result, cfg))
+            # A row is written once: on Ray a batch retried after its actor died may deliver a key again.
+            planned = by_key.pop(result.key, None)
+            if planned is None:
+                log.debug("dropped a second result for %s", result.key)
+                return
+            row = store.append(_row(planned, result, cfg))
             generated += 1
             if result.finish_reason != FINISH_ERROR:
                 prefilled_think = bool(prefilled_think) or result.prefilled_think
@@ -280,7 +296,7 @@ def _drive(backend: Backend, todo: list[_Planned], store: TraceStore, cfg: Gener
 
         requests = [planned.request for planned in todo]
         with _fewer_collections(), _interrupt_at_once():
-            asyncio.run(backend.run(requests, emit))
+            run(requests, emit)
     return generated, prefilled_think
 
 
