@@ -20,7 +20,8 @@
 With `executor: slurm` at the top, each stage is a Slurm job (pipeline/slurm.py); a stage's `slurm:`
 mapping gives its resources (`slurm: {cpus: 8, mem: 64G, time: "12:00:00", gres: "gpu:8"}`, and for
 generate `array: N`, N array tasks each on part of the prompts). `executor: local` (the default) runs
-the stages here, one after another, and ignores `slurm:`.
+the stages here, one after another, and ignores `slurm:`. With `executor: ray` (and `ray-address:`,
+else a local cluster), each stage is a Ray task placed by its `ray: {cpus, gpus, memory}` (pipeline/on_ray.py).
 
 Each stage's options become its settings dataclass, the one the CLI builds, so the names, types and
 checks are the CLI's. Everything a run could trip over is found here, before any stage starts: an
@@ -39,11 +40,12 @@ from typing import Any
 
 from r1distill import requirements
 from r1distill.errors import UsageError, first_line
+from r1distill.pipeline.on_ray import RayResources
 from r1distill.pipeline.slurm import Resources
 from r1distill.stages import StageKind, registry
 
 
-EXECUTORS = ("local", "slurm")
+EXECUTORS = ("local", "slurm", "ray")
 STATE_FILE = "pipeline.json"
 """RUN_DIR/pipeline.json: the runner's record of the stages it made (see run.py)."""
 # A stage's folder is RUN_DIR/<name>: a name such as `..` or `.` would point elsewhere, a leading dot
@@ -75,6 +77,8 @@ class Stage:
     """sft and rl: an `accelerate launch` config file; the stage then runs in processes of its own."""
     slurm: Resources = dataclasses.field(default_factory=Resources)
     """What the stage's Slurm job asks for, under `executor: slurm`."""
+    ray: RayResources = dataclasses.field(default_factory=RayResources)
+    """What the stage's Ray task asks for, under `executor: ray`."""
 
 
 @dataclass
@@ -83,7 +87,10 @@ class Recipe:
     run_dir: Path
     stages: list[Stage]
     executor: str = "local"
-    """local (the stages run in this process) or slurm (each stage an sbatch job, pipeline/slurm.py)."""
+    """local (the stages run in this process), slurm (each stage an sbatch job, pipeline/slurm.py) or ray
+    (each stage a Ray task, pipeline/on_ray.py)."""
+    ray_address: str | None = None
+    """executor ray: the cluster to join; None starts a local one for the run."""
 
 
 def read(path: str | Path, run_dir: str | None = None) -> Recipe:
@@ -100,12 +107,16 @@ def read(path: str | Path, run_dir: str | None = None) -> Recipe:
         raise UsageError(f"{path}: not valid YAML ({first_line(err)})") from err
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or not data["stages"]:
         raise UsageError(f"{path}: expected a mapping with `stages:`, a mapping of stage names to their options (see recipes/quickstart.yaml)")
-    unknown = sorted(set(data) - {"output", "stages", "executor"}, key=str)
+    unknown = sorted(set(data) - {"output", "stages", "executor", "ray-address", "ray_address"}, key=str)
     if unknown:
-        raise UsageError(f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}; a recipe has `output`, `executor` and `stages`")
+        raise UsageError(f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}; a recipe has `output`, `executor`, `ray-address` and `stages`")
     executor = data.get("executor", "local")
     if executor not in EXECUTORS:
         raise UsageError(f"{path}: executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    ray_address = data.get("ray-address", data.get("ray_address"))
+    if ray_address is not None and (executor != "ray" or not isinstance(ray_address, str)):
+        raise UsageError(f"{path}: ray-address is the Ray cluster of `executor: ray` (host:6379, ray://host:10001 or auto), got {ray_address!r}"
+                         + ("" if executor == "ray" else f" with executor {executor}"))
     root = Path(run_dir or data.get("output") or Path("runs") / path.stem)
     table = registry()
     problems: list[str] = []
@@ -121,7 +132,7 @@ def read(path: str | Path, run_dir: str | None = None) -> Recipe:
             problems.append(str(err))
     if problems:
         raise UsageError(f"{path}: " + "; ".join(problems))
-    return Recipe(path, root, stages, executor)
+    return Recipe(path, root, stages, executor, ray_address)
 
 
 def _output(folder: Path, kind: StageKind | None) -> Path:
@@ -154,6 +165,7 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
             if not kind.trains else f"{where}: accelerate {launcher!r}: no such file"
         )
     resources = options.pop("slurm", None)
+    ray_resources = options.pop("ray", None)
     recipe_file = options.pop("config", None)
     if recipe_file is not None:
         if not kind.trains:
@@ -163,6 +175,10 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
     problems = []
     try:
         slurm = Resources.read(resources, kind_name, where)
+    except UsageError as err:
+        problems.append(str(err))
+    try:
+        ray = RayResources.read(ray_resources, where)
     except UsageError as err:
         problems.append(str(err))
     for key, value in options.items():
@@ -203,7 +219,7 @@ def _stage(name: str, options: Any, root: Path, earlier: dict[str, Path], names:
                 problems.append(f"{where}: {err}")
             problems += [f"{where}: {problem}" for problem in requirements.missing(None, launcher)]
             if not problems:
-                return Stage(name, kind_name, config, output, folder, None if launcher is None else str(launcher), slurm)
+                return Stage(name, kind_name, config, output, folder, None if launcher is None else str(launcher), slurm, ray)
     raise UsageError("; ".join(problems))
 
 

@@ -24,7 +24,8 @@ setting must not mean starting over, and nothing must run on stale inputs. So:
 5. Only what the runner made is removed: a stage's name is a plain folder name (recipe.py), and its
    folder is cleared only when it is a direct child of RUN_DIR recorded in pipeline.json.
 
-With `executor: slurm` in the recipe, each stage is a Slurm job that runs `--stage` (see slurm.py).
+With `executor: slurm` in the recipe, each stage is a Slurm job that runs `--stage` (see slurm.py); with
+`executor: ray`, a Ray task that does (on_ray.py).
 
 The stages are called as their commands call them (the same library functions and summaries), so a
 stage in a recipe behaves exactly as typed on the command line.
@@ -52,7 +53,7 @@ from r1distill import files, processes
 from r1distill.console import stderr_console
 from r1distill.errors import StageError, UsageError, first_line
 from r1distill.pipeline import recipe as recipes
-from r1distill.pipeline import slurm
+from r1distill.pipeline import on_ray, slurm
 from r1distill.pipeline.recipe import RESUME, STATE_FILE, Recipe, Stage
 from r1distill.redact import redact_settings
 from r1distill.stages import registry
@@ -116,8 +117,8 @@ def run_pipeline(cfg: RunConfig) -> RunSummary:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     results = []
     console = stderr_console()
-    if plan.executor == "slurm" and cfg.stage is None:
-        ran = slurm.submit(plan, steps, console)
+    if plan.executor in ("slurm", "ray") and cfg.stage is None:
+        ran = slurm.submit(plan, steps, console) if plan.executor == "slurm" else on_ray.run_stages(plan, steps, console)
         results = [StageResult(stage.name, stage.kind, shown, seconds, str(stage.output)) for stage, shown, seconds in ran]
         return RunSummary(str(plan.run_dir), results, [str(stage.output) for stage in plan.stages if stage.kind == "report"])
     for number, step in enumerate(steps, start=1):

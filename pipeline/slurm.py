@@ -239,7 +239,7 @@ def _fail(job: _Job, jobs: list[_Job]) -> None:
     if later:
         _scancel(later)
     logfile = job.log.replace("%j", job.id).replace("%A", job.id).replace("%a", "*")
-    said = _error_line(logfile)
+    said = error_line(logfile)
     # The quote of the job's own error comes last: the line is cut to a length, the log's path must survive.
     prefix = f"stage '{job.stage.name}' ({job.stage.kind}): "
     raise StageError(
@@ -250,7 +250,7 @@ def _fail(job: _Job, jobs: list[_Job]) -> None:
     )
 
 
-def _error_line(pattern: str) -> str | None:
+def error_line(pattern: str) -> str | None:
     """The `error:` line the stage's command ended with, from its log (the first array task's that has one)."""
     for path in sorted(Path(pattern).parent.glob(Path(pattern).name)):
         try:

@@ -23,8 +23,9 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
+import yaml
 
-from conftest import assert_usage_error, write_jsonl
+from conftest import assert_usage_error, run_cli, write_jsonl
 from r1distill.errors import UsageError
 from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.generate import GenerateConfig, generate
@@ -248,3 +249,61 @@ def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return found
+
+
+def _ray_recipe(path: Path, url: str, run_dir: Path, address: str | None, executor: str = "ray") -> Path:
+    stages = {
+        "prompts": {"stage": "synth", "task": "arithmetic", "n": 6, "seed": 1, "ray": {"cpus": 1}},
+        "generate": {"input": "prompts", "model": "t", "backend": "openai", "base-url": url, "num-samples": 2, "ray": {"cpus": 1}},
+        "filter": {"input": "generate", "check": ["format"]},
+    }
+    recipe = {"executor": executor, "output": str(run_dir), "stages": stages} | ({"ray-address": address} if address else {})
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def test_run_with_executor_ray_runs_each_stage_as_a_ray_task_with_the_local_results_and_a_rerun_skips_them(tmp_path, fake_server, ray_address):
+    local = run_cli("run", str(_ray_recipe(tmp_path / "local.yaml", fake_server.url, tmp_path / "local", None, "local")))
+    assert local.returncode == 0, local.stderr
+    run_dir = tmp_path / "ray"
+    recipe = _ray_recipe(tmp_path / "ray.yaml", fake_server.url, run_dir, ray_address)
+    first = run_cli("run", str(recipe), timeout=600)
+    assert first.returncode == 0, first.stderr
+    # Each stage's command ran in a Ray worker, its output in RUN_DIR/.ray.
+    logs = {stage: (run_dir / ".ray" / f"{stage}.out").read_text() for stage in ("prompts", "generate", "filter")}
+    assert "6 arithmetic problems" in logs["prompts"] and "generate →" in logs["generate"] and "filter →" in logs["filter"], logs
+    rows = lambda folder: pl.read_parquet(folder / "generate" / "*.parquet").select("id", "completion").sort("id")  # noqa: E731
+    assert rows(run_dir).equals(rows(tmp_path / "local"))
+    kept = lambda folder: sorted(pl.read_parquet(folder / "filter" / "data" / "*.parquet")["id"].to_list())  # noqa: E731
+    assert kept(run_dir) == kept(tmp_path / "local")
+    requests = len(fake_server.requests)
+    again = run_cli("run", str(recipe), timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("skip") >= 3 and "on Ray" not in again.stderr and len(fake_server.requests) == requests
+
+
+def test_a_failing_stage_on_ray_is_named_with_its_log_and_the_later_stages_do_not_run(tmp_path, ray_address):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    run_dir = tmp_path / "ray"
+    result = run_cli("run", str(_ray_recipe(tmp_path / "ray.yaml", url, run_dir, ray_address)), timeout=600)
+    assert result.returncode != 0
+    line = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert "stage 'generate' (generate): its Ray task's command exited with code" in line and str(run_dir / ".ray" / "generate.out") in line, line
+    assert not (run_dir / "filter").exists() and (run_dir / "prompts" / "problems.jsonl").exists()
+
+
+def test_ray_resources_and_the_address_are_checked_with_the_recipe(tmp_path, fake_server):
+    recipe = _ray_recipe(tmp_path / "r.yaml", fake_server.url, tmp_path / "run", None)
+    data = yaml.safe_load(recipe.read_text())
+    data["stages"]["generate"]["ray"] = {"gpus": -1, "nodes": 2}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run_cli("run", str(recipe), "--check")
+    assert result.returncode == 2 and "stage 'generate': ray: unknown key 'nodes'" in result.stderr and "ray: gpus must be a number >= 0" in result.stderr, result.stderr
+    data["stages"]["generate"].pop("ray")
+    data |= {"executor": "local", "ray-address": "head:6379"}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run_cli("run", str(recipe), "--check")
+    assert result.returncode == 2 and "ray-address is the Ray cluster of `executor: ray`" in result.stderr, result.stderr
+
