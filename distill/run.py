@@ -179,8 +179,7 @@ def train(trainer, plan: Plan) -> None:
 
 
 def _record(plan: Plan, finished: dict | None) -> dict:
-    return {"settings": output.run_settings(plan.cfg), "started": plan.started.isoformat(), "processes": ranks.world_size(),
-            "template": plan.template.name, "finished": finished}
+    return output.run_record(plan.cfg, plan.started, plan.template.name, finished)
 
 
 def save(trainer, plan: Plan) -> SFTSummary:

@@ -308,9 +308,7 @@ def train(trainer, plan: Plan) -> None:
 
 
 def _record(plan: Plan, finished: dict | None) -> dict:
-    template = plan.template.name if plan.template else "r1-zero"
-    return {"settings": output.run_settings(plan.cfg), "started": plan.started.isoformat(), "processes": ranks.world_size(),
-            "template": template, "finished": finished}
+    return output.run_record(plan.cfg, plan.started, plan.template.name if plan.template else "r1-zero", finished)
 
 
 def save(trainer, plan: Plan) -> RLSummary:

@@ -18,6 +18,7 @@ from pathlib import Path
 from r1distill import files
 from r1distill.errors import UsageError, first_line
 from r1distill.redact import redact_command, redact_settings
+from r1distill.training import ranks
 from r1distill.training.callbacks import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ def run_settings(cfg) -> dict:
             settings[name] = str(Path(settings[name]).resolve())
     settings["command"] = redact_command(settings["command"])
     return redact_settings(settings)
+
+
+def run_record(cfg, started, template: str, finished: dict | None) -> dict:
+    """OUT/run.json of a trainer (sft, rl, distill): its settings, start, processes, template and, once done, how it ended."""
+    return {"settings": run_settings(cfg), "started": started.isoformat(), "processes": ranks.world_size(), "template": template, "finished": finished}
 
 
 def check_output(cfg, stage: str, resumable: tuple[str, ...]) -> str | None:
