@@ -16,6 +16,7 @@ import time
 
 import datasets
 import polars as pl
+import psutil
 import pytest
 
 from conftest import run_cli, write_jsonl
@@ -127,7 +128,12 @@ def test_ctrl_c_in_filter_is_one_line_and_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "r1distill.cli", "filter", str(source), "-o", str(out), "--workers", "2", "--batch-rows", "200"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
-    time.sleep(6)  # past start-up, inside the scoring pass
+    # Inside the scoring pass: once its two verifier workers are up, however slow the machine's start-up.
+    deadline = time.monotonic() + 120
+    while len(psutil.Process(process.pid).children(recursive=True)) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() is not None else "no workers in 120 s"
+        time.sleep(0.2)
+    time.sleep(1)
     assert process.poll() is None, process.stderr.read()
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=60)[1]
