@@ -34,7 +34,7 @@ install:
 		echo "no apt-get here: install bubblewrap yourself; the code check refuses to run without a sandbox"; \
 	fi
 
-# The whole loop on the CPU with the embedded SmolLM2 (about ten minutes on 2 cores): synthetic prompts,
+# The whole loop on the CPU with the embedded SmolLM2 (about 21 minutes on 2 cores): synthetic prompts,
 # generate, filter, sft, rl, eval of base vs trained, and the HTML report, whose path it prints last.
 quickstart: install
 	$(PYTHON) -m r1distill.cli run recipes/quickstart.yaml
