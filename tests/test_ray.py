@@ -32,7 +32,6 @@ from r1distill.generate import GenerateConfig, generate
 from r1distill.generate.store import JOURNAL_DIR
 from r1distill.processes import die_with_parent
 
-# Not imported here: Ray reads RAY_AUTH_MODE once, when it is first imported (see `ray_address`).
 pytestmark = [pytest.mark.train, pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra: pip install 'r1distill[ray]'")]
 
 PROMPTS, SAMPLES = 8, 2
@@ -47,11 +46,12 @@ ACTOR_TITLE = "ray::MapWorker(MapBatches(Generator))"
 def ray_address(tmp_path_factory):
     """host:port of a one-node Ray cluster with 2 CPUs, stopped after the module (and with the test process).
 
-    Token authentication on, as Ray 2.60 starts a cluster where ~/.ray/auth_token exists: RAY_AUTH_MODE=token
-    makes the head and every driver of the module (the commands started below inherit it) use that token.
+    Token authentication off for the head and every driver of the module, this process included: Ray reads
+    RAY_AUTH_MODE once, when it is first imported, and other test modules import it before this one (the
+    doctests import every module). Set where ~/.ray/auth_token exists, which would turn it on for the head.
     """
     previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
