@@ -72,3 +72,49 @@ def test_real_smollm2_answers_a_question_through_the_cli(tmp_path):
     assert row["model"] == "smollm2-135m" and row["finish_reason"] == "stop"
     assert "5" in row["response"] and row["reasoning"] is None
     assert "rows" in result.stderr and "1 / 1" in result.stderr
+
+
+def _warped(scores, temperature, top_p):
+    """The probabilities transformers' own sampling draws from: its temperature and top-p warpers, then softmax."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    warped = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, scores.clone()))
+    return torch.softmax(warped, dim=-1)
+
+
+@pytest.mark.parametrize("k", [2, 256], ids=["nucleus past the top k", "nucleus inside the top k"])
+def test_the_nucleus_sampler_draws_from_the_distribution_transformers_samples(k):
+    import torch
+
+    from r1distill.backends.hf import NucleusSampler
+
+    torch.manual_seed(0)
+    # Row 0: a nucleus of three tokens whose edge a wrong cut-off moves (0.4, 0.3, 0.2 reach 0.85; 0.06 must
+    # stay out). Row 1: 40 near-equal tokens, a nucleus of about 34. With k=2 both rows are ranked in full.
+    peaked = torch.log(torch.tensor([0.4, 0.3, 0.2, 0.06, 0.04] + [1e-9] * 995))
+    flat = torch.full((1000,), -30.0)
+    flat[960:] = torch.randn(40) * 0.1
+    draws = 20_000
+    scores = torch.stack([peaked.repeat(draws, 1), flat.repeat(draws, 1)], dim=1).reshape(2 * draws, 1000)
+    chosen = NucleusSampler(temperature=0.7, top_p=0.85, k=k)(None, scores)
+    assert bool((chosen.isfinite().sum(dim=-1) == 1).all())  # one token per row, which greedy decoding picks
+    tokens = chosen.argmax(dim=-1).reshape(draws, 2)
+    for row, base in enumerate([peaked, flat]):
+        expected = _warped(base.unsqueeze(0), 0.7, 0.85)[0]
+        counts = torch.bincount(tokens[:, row], minlength=1000).float() / draws
+        assert set(counts.nonzero().flatten().tolist()) <= set(expected.nonzero().flatten().tolist())
+        assert float((counts - expected).abs().sum()) / 2 < 0.04  # total variation; sampling noise is under 0.02
+    assert set(tokens[:, 0].unique().tolist()) == {0, 1, 2}
+
+
+def test_the_nucleus_sampler_at_top_p_one_draws_from_the_whole_softmax():
+    import torch
+
+    from r1distill.backends.hf import NucleusSampler
+
+    torch.manual_seed(1)
+    base = torch.randn(50)
+    tokens = NucleusSampler(temperature=1.3, top_p=1.0)(None, base.repeat(20_000, 1)).argmax(dim=-1)
+    counts = torch.bincount(tokens, minlength=50).float() / 20_000
+    assert float((counts - torch.softmax(base / 1.3, dim=-1)).abs().sum()) / 2 < 0.04
