@@ -25,13 +25,13 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from r1distill.cluster import ClusterSettings, ray_cluster
 from r1distill.errors import StageError, UsageError
-from r1distill.pipeline.slurm import error_line
+from r1distill.pipeline.slurm import error_line, section_items
 
 if TYPE_CHECKING:
     from r1distill.pipeline.recipe import Recipe, Stage
@@ -56,19 +56,13 @@ class RayResources:
     @classmethod
     def read(cls, value: Any, where: str) -> RayResources:
         """A stage's `ray:` value, checked; every problem in one UsageError naming the stage and key."""
-        if value is None:
-            return cls()
-        if not isinstance(value, dict):
-            raise UsageError(f"{where}: ray: expected a mapping such as {{cpus: 4, gpus: 1}}, got {value!r}")
-        known = {f.name for f in fields(cls)}
-        problems = [f"{where}: ray: unknown key {key!r}; use {', '.join(sorted(known))}" for key in value if key not in known]
-        for key in known & set(value):
-            item = value[key]
+        given, problems = section_items(cls, value, "ray", "{cpus: 4, gpus: 1}", where)
+        for key, item in given.items():
             if isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0 or (key == "memory" and not isinstance(item, int)):
                 problems.append(f"{where}: ray: {key} must be a {'whole ' if key == 'memory' else ''}number >= 0, got {item!r}")
         if problems:
             raise UsageError("; ".join(problems))
-        return cls(**{key: value[key] for key in known & set(value)})
+        return cls(**given)
 
     def task_options(self) -> dict:
         options = {"num_cpus": self.cpus, "num_gpus": self.gpus, "memory": self.memory}

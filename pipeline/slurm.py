@@ -57,6 +57,20 @@ _TIME = re.compile(r"(\d+-)?\d+(:\d{1,2}){0,2}")  # minutes, MM:SS, HH:MM:SS, D-
 _NAME = re.compile(r"[A-Za-z0-9_.:,=+-]+")
 
 
+def section_items(settings: type, value: Any, section: str, example: str, where: str) -> tuple[dict[str, Any], list[str]]:
+    """A stage's `slurm:` or `ray:` mapping: its keys that are fields of `settings`, and a problem per other key.
+
+    None is an empty mapping; anything else that is not a mapping is a UsageError showing `example`.
+    """
+    if value is None:
+        return {}, []
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: {section}: expected a mapping such as {example}, got {value!r}")
+    known = {f.name for f in fields(settings)}
+    problems = [f"{where}: {section}: unknown key {key!r}; use {', '.join(sorted(known))}" for key in value if key not in known]
+    return {key: item for key, item in value.items() if key in known}, problems
+
+
 @dataclass(frozen=True)
 class Resources:
     """A stage's `slurm:` mapping: what its job asks for (sbatch's options of the same meaning)."""
@@ -79,16 +93,9 @@ class Resources:
     @classmethod
     def read(cls, value: Any, kind: str, where: str) -> Resources:
         """A stage's `slurm:` value, checked; every problem in one UsageError naming the stage and key."""
-        if value is None:
-            return cls()
-        if not isinstance(value, dict):
-            raise UsageError(f"{where}: slurm: expected a mapping such as {{cpus: 4, mem: 16G, time: '01:00:00'}}, got {value!r}")
-        known = {f.name for f in fields(cls)}
-        problems = [f"{where}: slurm: unknown key {key!r}; use {', '.join(sorted(known))}" for key in value if key not in known]
+        given, problems = section_items(cls, value, "slurm", "{cpus: 4, mem: 16G, time: '01:00:00'}", where)
         found: dict[str, Any] = {}
-        for key, item in value.items():
-            if key not in known:
-                continue
+        for key, item in given.items():
             if key in ("cpus", "array"):
                 if isinstance(item, bool) or not isinstance(item, int) or item < 1:
                     problems.append(f"{where}: slurm: {key} must be a whole number >= 1, got {item!r}")
