@@ -172,7 +172,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({'cuda' if torch.cuda.is_available() else 'cpu'}), "
           f"Python {platform.python_version()}; teacher SmolLM2-135M-Instruct, student random Llama {args.layers}x{args.hidden}; "
           f"{args.steps} steps x {args.batch} prompts, {args.tokens}-token completions, lr {args.lr:g}, {args.held_out} held-out prompts")
-    print(f"| stage | steps | student tokens trained | train seconds | tokens/s | reverse KL (student samples) | forward KL (teacher samples) |")
+    print("| stage | steps | student tokens trained | train seconds | tokens/s | reverse KL (student samples) | forward KL (teacher samples) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| start | 0 | 0 | - | - | {start['reverse_kl']:.3f} | {start['forward_kl']:.3f} |")
     for r in results:

@@ -197,8 +197,8 @@ def _token_counts(scan: pl.LazyFrame, answered: pl.DataFrame, model: str) -> tup
     )
     unknown = int(answered["completion_tokens"].null_count())
     note = (
-        f"estimated on every row: the model's tokenizer is not on this machine, so each row's completion_tokens (exact) is split "
-        f"between thinking and response by their share of its characters"
+        "estimated on every row: the model's tokenizer is not on this machine, so each row's completion_tokens (exact) is split "
+        "between thinking and response by their share of its characters"
         + (f"; {unknown:,} rows without completion_tokens at 4 characters a token" if unknown else "")
     )
     return split.filter("has_thinking")["thinking"].to_numpy(), split["response"].to_numpy(), note

@@ -9,7 +9,6 @@ pipeline.json and the report. All through real commands against the local fake s
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import yaml
 
