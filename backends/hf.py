@@ -43,6 +43,8 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = getattr(torch, dtype_name(self.device))
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        # Sampling draws its token in NucleusSampler and hands generate a one-hot choice, decoded greedily.
+        self.sampler = [] if sampling.temperature <= 0 else [NucleusSampler(sampling.temperature, sampling.top_p)]
         self.stop_ids = _stop_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
         self.context = context_length(self.model.config, self.tokenizer)
         self.model_name = model
@@ -82,8 +84,6 @@ class TransformersBackend:
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         # Seeded per batch from its first key, so a rerun of the same batch samples the same tokens.
         torch.manual_seed(int(hashlib.sha256(f"{self.seed}:{batch[0][0].key}".encode()).hexdigest()[:8], 16))
-        # Sampling draws its token in NucleusSampler and hands generate a one-hot choice, decoded greedily.
-        sampler = [] if self.sampling.temperature <= 0 else [NucleusSampler(self.sampling.temperature, self.sampling.top_p)]
         with torch.inference_mode():
             output = self.model.generate(
                 **encoded,
@@ -92,7 +92,7 @@ class TransformersBackend:
                 temperature=None,
                 top_p=None,
                 top_k=None,
-                logits_processor=sampler,
+                logits_processor=self.sampler,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=sorted(self.stop_ids),
             )
@@ -124,7 +124,7 @@ class TransformersBackend:
 
 
 class NucleusSampler:
-    """Temperature and top-p sampling, as transformers' warpers and multinomial draw it, at a third of the cost.
+    """Temperature and top-p sampling, as transformers' warpers and multinomial draw it, without sorting the vocabulary.
 
     transformers sorts the whole vocabulary for top-p and draws from all of it, every step: on a CPU
     that is more than half of a decode step of SmolLM2 at batch 64 (benchmarks/hf_sampling.py). The
@@ -154,13 +154,13 @@ class NucleusSampler:
         logits = scores.float() / self.temperature
         if self.top_p >= 1:  # no nucleus: nothing to rank
             token = torch.multinomial(torch.softmax(logits, dim=-1), 1)
-            return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
-        probs, ids = self._ranked(logits, min(self.k, logits.shape[-1]))
-        token = ids.gather(1, torch.multinomial(probs * self._kept(probs), 1))
-        short = (probs.sum(dim=-1) < self.top_p).nonzero().squeeze(1)
-        if len(short):  # the nucleus reaches past the top k: rank these rows' whole vocabulary
-            full_probs, full_ids = self._ranked(logits[short], logits.shape[-1])
-            token[short] = full_ids.gather(1, torch.multinomial(full_probs * self._kept(full_probs), 1))
+        else:
+            probs, ids = self._ranked(logits, min(self.k, logits.shape[-1]))
+            token = ids.gather(1, torch.multinomial(probs * self._kept(probs), 1))
+            short = (probs.sum(dim=-1) < self.top_p).nonzero().squeeze(1)
+            if len(short):  # the nucleus reaches past the top k: rank these rows' whole vocabulary
+                full_probs, full_ids = self._ranked(logits[short], logits.shape[-1])
+                token[short] = full_ids.gather(1, torch.multinomial(full_probs * self._kept(full_probs), 1))
         return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
 
     def _ranked(self, logits, k: int):
