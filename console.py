@@ -88,3 +88,18 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     stderr_console().print(table)
+
+
+def metric_text(metrics: dict, key: str, digits: int = 3) -> str:
+    """A logged training metric for a summary table, or "-" where the run did not log it.
+
+    >>> metric_text({"loss": 0.12345}, "loss"), metric_text({}, "loss")
+    ('0.123', '-')
+    """
+    value = metrics.get(key)
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def metric_change(first: dict, last: dict, key: str, digits: int = 3) -> str:
+    """A metric at the first and the last logged step, as the training stages' summaries show it."""
+    return f"{metric_text(first, key, digits)} → {metric_text(last, key, digits)}"

@@ -36,16 +36,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from r1distill import files, hub
-from r1distill.console import summary_table
+from r1distill.console import metric_change, metric_text, summary_table
 from r1distill.errors import UsageError, first_line
 from r1distill.onpolicy.config import RESUMABLE, DistillConfig, tokenizer_problem
-from r1distill.schema import PROBLEM
 from r1distill.training import model as student
 from r1distill.training import output, ranks
 from r1distill.training.callbacks import MetricsLog, TrainProgress
 from r1distill.training.card import model_card, template_section
 from r1distill.training.heldout import HeldOut, held_out_callbacks, load_held_out
-from r1distill.training.prompts import PromptStats, load_prompt_set, trainer_rows
+from r1distill.training.prompts import PromptStats, load_prompt_set, rendered_prompt, trainer_rows
 from r1distill.training.recipe import trainer_arguments
 from r1distill.training.template import Template, install, rl_template, turn_end_token
 
@@ -144,7 +143,7 @@ def plan_run(cfg: DistillConfig) -> Plan:
         rows = [{"messages": [*row["prompt"], {"role": "assistant", "content": ""}]} for row in rows]
     held_out = None
     if cfg.eval_prompts is not None:
-        held_out = load_held_out(cfg.eval_prompts, lambda problem: _rendered(tokenizer, cfg, problem))
+        held_out = load_held_out(cfg.eval_prompts, lambda problem: rendered_prompt(tokenizer, problem, _prompt_style(cfg), cfg.system))
     return Plan(cfg, student_path, teacher_path, tokenizer, template, added, end_of_turn, rows, stats, args, checkpoint, started, held_out)
 
 
@@ -158,12 +157,6 @@ def _prompts(cfg: DistillConfig) -> tuple[list[dict], PromptStats]:
 def _prompt_style(cfg: DistillConfig) -> str:
     """How generate's prompt builder writes the problem: chat messages (either chat template) or the R1-Zero text."""
     return "r1-zero" if cfg.template == "r1-zero" else "chat"
-
-
-def _rendered(tokenizer, cfg: DistillConfig, problem: str) -> str:
-    """A problem as the student sees it in training: the trainer's prompt (raw R1-Zero text, or chat messages) as text."""
-    prompt = trainer_rows([{PROBLEM: problem}], _prompt_style(cfg), cfg.system)[0]["prompt"]
-    return prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
 def _distillation_config(cfg: DistillConfig):
@@ -315,16 +308,12 @@ def print_summary(summary: DistillSummary) -> None:
     if not ranks.is_main_process():
         return  # every rank of a launch has the same summary: one table is enough
 
-    def shown(metrics: dict, key: str, digits: int = 4) -> str:
-        value = metrics.get(key)
-        return "-" if value is None else f"{value:.{digits}f}"
-
     first, last = summary.first, summary.last
     summary_table(f"distill → {summary.output}", [
         ("prompts", f"{summary.stats.kept:,}"),
         ("steps", f"{summary.steps:,}"),
-        ("divergence to the teacher (first → last)", f"{shown(first, 'loss')} → {shown(last, 'loss')}"),
-        ("student entropy (first → last)", f"{shown(first, 'entropy', 3)} → {shown(last, 'entropy', 3)}"),
-        ("completion length (first → last)", f"{shown(first, 'completions/mean_length', 1)} → {shown(last, 'completions/mean_length', 1)}"),
-        ("clipped share (last)", shown(last, "completions/clipped_ratio", 3)),
+        ("divergence to the teacher (first → last)", metric_change(first, last, "loss", 4)),
+        ("student entropy (first → last)", metric_change(first, last, "entropy")),
+        ("completion length (first → last)", metric_change(first, last, "completions/mean_length", 1)),
+        ("clipped share (last)", metric_text(last, "completions/clipped_ratio")),
     ])

@@ -40,14 +40,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from r1distill import files, hub, rewards
-from r1distill.console import summary_table
+from r1distill.console import metric_change, metric_text, summary_table
 from r1distill.errors import UsageError, first_line
 from r1distill.prompts import R1_ZERO
 from r1distill.rl.config import RESUMABLE, RLConfig
-from r1distill.training.prompts import PromptStats, load_prompt_set, trainer_rows
+from r1distill.training.prompts import PromptStats, load_prompt_set, rendered_prompt, trainer_rows
 from r1distill.rewards.judge import Judge, JudgedAccuracy
 from r1distill.rl.rewards import POLICY_COLUMNS, PolicyReward, Rollouts
-from r1distill.schema import ANSWER, PROBLEM, THINK_CLOSE, THINK_OPEN
+from r1distill.schema import ANSWER, THINK_CLOSE, THINK_OPEN
 from r1distill.training import model as policy
 from r1distill.training import output, ranks
 from r1distill.training.callbacks import MetricsLog, TrainProgress
@@ -216,14 +216,8 @@ def plan_run(cfg: RLConfig) -> Plan:
     args = _grpo_config(cfg, weights)
     held_out = None
     if cfg.eval_prompts is not None:
-        held_out = load_held_out(cfg.eval_prompts, lambda problem: _rendered(tokenizer, cfg, problem))
+        held_out = load_held_out(cfg.eval_prompts, lambda problem: rendered_prompt(tokenizer, problem, cfg.template, cfg.system))
     return Plan(cfg, model_path, tokenizer, template, added, end_of_turn, prefilled, rules, weights, rows, stats, args, checkpoint, started, held_out)
-
-
-def _rendered(tokenizer, cfg: RLConfig, problem: str) -> str:
-    """A problem as the policy sees it in training: the trainer's prompt (raw R1-Zero text, or chat messages) as text."""
-    prompt = trainer_rows([{PROBLEM: problem}], cfg.template, cfg.system)[0]["prompt"]
-    return prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
 def _prompts(cfg: RLConfig, needed: list[str]) -> tuple[list[dict], PromptStats]:
@@ -359,20 +353,16 @@ truncated completions {"masked" if cfg.mask_truncated_completions else "kept"} i
 def print_summary(summary: RLSummary) -> None:
     if not ranks.is_main_process():
         return  # every rank of a launch has the same summary: one table is enough
-    def shown(metrics: dict, key: str, digits: int = 3) -> str:
-        value = metrics.get(key)
-        return "-" if value is None else f"{value:.{digits}f}"
-
     first, last = summary.first, summary.last
     rows = [
         ("prompts", f"{summary.stats.kept:,}"),
         ("steps", f"{summary.steps:,}"),
-        ("reward (first → last)", f"{shown(first, 'reward')} → {shown(last, 'reward')}"),
-        *((key.removeprefix("rewards/").removesuffix("/mean"), f"{shown(first, key)} → {shown(last, key)}")
+        ("reward (first → last)", metric_change(first, last, "reward")),
+        *((key.removeprefix("rewards/").removesuffix("/mean"), metric_change(first, last, key))
           for key in last if key.startswith("rewards/") and key.endswith("/mean")),
-        ("completion length (first → last)", f"{shown(first, 'completions/mean_length', 1)} → {shown(last, 'completions/mean_length', 1)}"),
-        ("clipped share (last)", shown(last, "completions/clipped_ratio")),
-        ("KL (last)", shown(last, "kl", 4)),
+        ("completion length (first → last)", metric_change(first, last, "completions/mean_length", 1)),
+        ("clipped share (last)", metric_text(last, "completions/clipped_ratio")),
+        ("KL (last)", metric_text(last, "kl", 4)),
         ("verification timeouts", f"{summary.timeouts:,}"),
     ]
     summary_table(f"rl → {summary.output}", rows)

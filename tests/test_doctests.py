@@ -24,6 +24,7 @@ WITH_EXAMPLES = [
     "r1distill.backends.hf",
     "r1distill.backends.openai_compat",
     "r1distill.backends.vllm_offline",
+    "r1distill.console",
     "r1distill.data",
     "r1distill.distill.data",
     "r1distill.errors",

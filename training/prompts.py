@@ -101,3 +101,10 @@ def trainer_rows(rows: list[dict], template: str, system: str | None) -> list[di
         prompt = messages[0]["content"] if template == "r1-zero" else messages
         out.append({"prompt": prompt, **{k: v for k, v in row.items() if k != PROBLEM}})
     return out
+
+
+def rendered_prompt(tokenizer, problem: str, template: str, system: str | None) -> str:
+    """A problem as a trained model sees it: the trainer's prompt (raw R1-Zero text, or chat messages through
+    the tokenizer's chat template with its generation prompt) as text, for held-out evaluation."""
+    prompt = trainer_rows([{PROBLEM: problem}], template, system)[0]["prompt"]
+    return prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
