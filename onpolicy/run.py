@@ -42,7 +42,7 @@ from r1distill.onpolicy.config import RESUMABLE, DistillConfig, tokenizer_proble
 from r1distill.training import model as student
 from r1distill.training import output, ranks
 from r1distill.training.callbacks import MetricsLog, TrainProgress
-from r1distill.training.card import model_card, template_section
+from r1distill.training.card import divergence_name, model_card, template_section
 from r1distill.training.heldout import HeldOut, held_out_callbacks, load_held_out
 from r1distill.training.prompts import PromptStats, load_prompt_set, rendered_prompt, trainer_rows
 from r1distill.training.recipe import trainer_arguments
@@ -279,10 +279,6 @@ def save(trainer, plan: Plan) -> DistillSummary:
     return summary
 
 
-def _divergence(beta: float) -> str:
-    return {0.0: "forward KL", 1.0: "reverse KL", 0.5: "Jensen-Shannon divergence"}.get(beta, f"generalized JSD (beta {beta:g})")
-
-
 def _card(plan: Plan, summary: DistillSummary) -> str:
     cfg = plan.cfg
     trainer = ("TRL's experimental GOLD trainer, across tokenizers: the ULD loss over text-aligned spans" if cfg.cross_tokenizer
@@ -295,7 +291,7 @@ def _card(plan: Plan, summary: DistillSummary) -> str:
 
 On-policy distillation from `{cfg.teacher}` ({trainer}) on {plan.stats.line()}: the student
 wrote one completion of at most {cfg.max_completion_length} tokens per prompt at temperature {cfg.temperature:g}, and
-the loss was the {_divergence(cfg.beta)} between its next-token distributions and the teacher's at every
+the loss was the {divergence_name(cfg.beta)} between its next-token distributions and the teacher's at every
 completion token. `metrics.jsonl` holds the curves.
 
 {prompting}"""

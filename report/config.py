@@ -14,7 +14,7 @@ class ReportConfig:
     """Settings of one `r1distill report`."""
 
     inputs: list[str]
-    """Output folders of generate, filter, sft, rl or eval, any number of each; a folder's stage is told by its files."""
+    """Output folders of generate, filter, sft, distill, rl or eval, any number of each; a folder's stage is told by its files."""
     output: str = field(default="report.html", metadata={"flags": ("--output", "-o")})
     """The HTML file to write: one self-contained page, replaced atomically."""
     examples: int = 3
@@ -33,7 +33,7 @@ class ReportConfig:
             elif not folder.is_dir():
                 problems.append(f"{given}: not a folder")
             elif (stage := inputs.stage_of(folder)) is None:
-                problems.append(f"{given}: not an output of generate, filter, sft, rl or eval (expected {inputs.EXPECTED})")
+                problems.append(f"{given}: not an output of generate, filter, sft, distill, rl or eval (expected {inputs.EXPECTED})")
             else:
                 found.append((stage, folder))
         if not self.inputs:

@@ -23,7 +23,7 @@ from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, scan_shar
 
 log = logging.getLogger(__name__)
 
-STAGES = ("generate", "filter", "sft", "rl", "eval")
+STAGES = ("generate", "filter", "sft", "distill", "rl", "eval")
 """Pipeline order: the order of the report's sections."""
 
 # The files training/output.py and training/callbacks.py write; not imported from there, since that
@@ -32,7 +32,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 
 EXPECTED = (
-    "generate: traces-*.parquet + manifest*.json; filter: stats.json + data/; sft and rl: run.json + metrics.jsonl; "
+    "generate: traces-*.parquet + manifest*.json; filter: stats.json + data/; sft, distill and rl: run.json + metrics.jsonl; "
     "eval: results.json + samples.parquet"
 )
 
@@ -49,8 +49,9 @@ def stage_of(folder: Path) -> str | None:
     if (folder / "stats.json").is_file() and (folder / "data").is_dir():
         return "filter"
     if (folder / RUN_FILE).is_file() and (folder / METRICS_FILE).is_file():
-        # run.json records the run's settings: only GRPO has completions per prompt.
-        return "rl" if "num_generations" in _json(folder / RUN_FILE).get("settings", {}) else "sft"
+        # run.json records the run's settings: only GRPO has completions per prompt, only distill a teacher.
+        settings = _json(folder / RUN_FILE).get("settings", {})
+        return "rl" if "num_generations" in settings else "distill" if "teacher" in settings else "sft"
     if any(folder.glob(SHARD_GLOB)) and any(folder.glob(MANIFEST_GLOB)):
         return "generate"
     return None
@@ -297,7 +298,7 @@ class TrainingRun:
     name: str
     path: Path
     stage: str
-    """sft or rl."""
+    """sft, distill or rl."""
     settings: dict[str, object]
     """The run's settings as run.json records them."""
     template: str | None

@@ -60,7 +60,7 @@ def _section(stage: str, record) -> str:
         return sections.filter_(record)
     if stage == "eval":
         return sections.eval_(record)
-    return sections.sft(record) if stage == "sft" else sections.rl(record)
+    return {"sft": sections.sft, "distill": sections.distill, "rl": sections.rl}[stage](record)
 
 
 # No fetch and no script, whatever the page holds: images only from data: URIs, styles only inline.
@@ -76,7 +76,7 @@ h3{font-size:15px;margin:22px 0 8px}
 h4{font-size:13px;margin:14px 0 6px}
 section{background:#fff;border:1px solid #dfe3e8;border-radius:8px;padding:18px 22px;margin:18px 0}
 .stage{display:inline-block;font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.05em;color:#fff;border-radius:4px;padding:1px 7px;margin-right:8px;vertical-align:middle}
-.generate{background:#2f6db5}.filter{background:#d9782d}.sft{background:#3a9a5b}.rl{background:#8e5bb5}.eval{background:#c0392b}
+.generate{background:#2f6db5}.filter{background:#d9782d}.sft{background:#3a9a5b}.distill{background:#1f9e9e}.rl{background:#8e5bb5}.eval{background:#c0392b}
 .meta{color:#656d76;font-size:12px;word-break:break-all;margin:2px 0 10px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{padding:4px 10px;border-bottom:1px solid #eaedf0;text-align:left;vertical-align:top;overflow-wrap:anywhere}

@@ -16,6 +16,7 @@ from r1distill.report import plots
 from r1distill.report.inputs import EvalOutput, Example, FilterOutput, GenerateOutput, Metrics, TrainingRun, rl_examples
 from r1distill.report.plots import Line, Panel
 from r1distill.schema import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
+from r1distill.training.card import divergence_name
 
 SHOWN_ROWS = 20
 """Longest list of sources, benchmarks or verdicts shown in a table; the rest are counted."""
@@ -212,23 +213,51 @@ def sft(run: TrainingRun) -> str:
     return f"{summary}<h3>Curves</h3>{figure}"
 
 
+def _completion_panels(run: TrainingRun) -> list[Panel]:
+    """The lengths of the completions a policy or a student sampled, against their limit, and the share cut at it."""
+    limit = run.settings.get("max_completion_length")
+    return [
+        Panel("completion length", "step", "tokens", [_line(run, "completions/mean_length", "mean"), _line(run, "completions/max_length", "max", 1),
+                                                      _line(run, "completions/min_length", "min", 2)],
+              limit=float(limit) if isinstance(limit, (int, float)) else None),
+        Panel("clipped completions (hit the length limit)", "step", "share", [_line(run, "completions/clipped_ratio", "clipped")], percent=True),
+    ]
+
+
+def distill(run: TrainingRun) -> str:
+    """On-policy distillation: the divergence to the teacher on the student's own completions, falling, and what the student wrote."""
+    settings = run.settings
+    beta = settings.get("beta")
+    summary = _training_summary(run, [
+        ("teacher", settings.get("teacher")),
+        ("loss", divergence_name(float(beta)) if isinstance(beta, (int, float)) else None),
+        ("tokenizers", "the teacher's own (GOLD, ULD loss)" if settings.get("cross_tokenizer") else "shared"),
+        ("temperature", settings.get("temperature")), ("max completion length", settings.get("max_completion_length")),
+        ("final divergence", number((run.finished or {}).get("loss"))),
+    ])
+    figure = plots.line_panels([
+        Panel("divergence to the teacher", "step", "loss", [_line(run, "loss", "divergence")]),
+        Panel("student entropy", "step", "nats", [_line(run, "entropy", "entropy")]),
+        *_completion_panels(run),
+        Panel("learning rate", "step", "learning rate", [_line(run, "learning_rate", "learning rate")]),
+        *_held_out(run),
+    ], f"distill curves of {run.name}")
+    return f"{summary}<h3>Curves</h3>{figure}"
+
+
 def rl(run: TrainingRun) -> str:
     settings = run.settings
     rewards = [key for point in run.points for key in point if key.startswith("rewards/") and key.endswith("/mean")]
     rewards = list(dict.fromkeys(rewards))
-    limit = settings.get("max_completion_length")
     summary = _training_summary(run, [
         ("rewards", ", ".join(map(str, settings.get("rewards") or [])) + (f" + reward model {settings['reward_model']}" if settings.get("reward_model") else "")),
-        ("completions per prompt", settings.get("num_generations")), ("max completion length", limit),
+        ("completions per prompt", settings.get("num_generations")), ("max completion length", settings.get("max_completion_length")),
         ("loss", settings.get("loss_type")), ("KL beta", settings.get("beta")), ("final reward", number((run.finished or {}).get("reward"))),
     ])
     figure = plots.line_panels([
         Panel("reward", "step", "mean reward", [_line(run, "reward", "total")]
               + [_line(run, key, key.removeprefix("rewards/").removesuffix("/mean"), i + 1, "--") for i, key in enumerate(rewards)]),
-        Panel("completion length", "step", "tokens", [_line(run, "completions/mean_length", "mean"), _line(run, "completions/max_length", "max", 1),
-                                                      _line(run, "completions/min_length", "min", 2)],
-              limit=float(limit) if isinstance(limit, (int, float)) else None),
-        Panel("clipped completions (hit the length limit)", "step", "share", [_line(run, "completions/clipped_ratio", "clipped")], percent=True),
+        *_completion_panels(run),
         Panel("KL to the reference", "step", "KL", [_line(run, "kl", "KL")]),
         Panel("clip ratios", "step", "share", [_line(run, "clip_ratio/region_mean", "region"), _line(run, "clip_ratio/low_mean", "low", 1, "--"),
                                                _line(run, "clip_ratio/high_mean", "high", 2, "--")], percent=True),

@@ -52,6 +52,7 @@ WITH_EXAMPLES = [
     "r1distill.rewards.verify",
     "r1distill.rl.config",
     "r1distill.schema",
+    "r1distill.training.card",
     "r1distill.training.recipe",
 ]
 

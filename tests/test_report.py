@@ -34,6 +34,7 @@ from r1distill.distill.config import SFTConfig
 from r1distill.eval import EvalConfig, evaluate
 from r1distill.filter.run import FilterConfig, filter_traces
 from r1distill.generate import GenerateConfig, generate
+from r1distill.onpolicy.config import DistillConfig
 from r1distill.report import ReportConfig, inputs, report
 from r1distill.rl.config import RLConfig
 
@@ -105,6 +106,16 @@ def _sft(root: Path) -> Path:
     return _write_run(root / "student-sft", settings, "r1distill", finished, lines)
 
 
+def _distill(root: Path) -> Path:
+    """An on-policy distillation run, finished, with the fields TRL's DistillationTrainer logs (tests/test_onpolicy.py)."""
+    settings = dataclasses.asdict(DistillConfig("runs/prompts.jsonl", "runs/od", teacher="runs/teacher <b>", beta=0.0, max_completion_length=16))
+    lines = [{"step": step, "epoch": step / 4, "loss": 0.9 / step, "grad_norm": 2.0, "learning_rate": 1e-05, "num_tokens": 300.0 * step, "entropy": 2.5 - 0.1 * step,
+              "completions/mean_length": 12.0, "completions/min_length": 9.0, "completions/max_length": 16.0, "completions/clipped_ratio": 0.25,
+              "completions/mean_terminated_length": 11.0, **({"tokens_per_second": 50.0} if step > 1 else {})} for step in (1, 2, 3, 4)]
+    finished = {"at": "2026-01-02T03:06:00+00:00", "steps": 4, "loss": 0.225}
+    return _write_run(root / "student-od", settings, "r1distill", finished, lines)
+
+
 def _rl(root: Path) -> Path:
     """A GRPO run killed after step 3 (no finished record, a last line cut short), with sample completions."""
     settings = dataclasses.asdict(RLConfig("runs/prompts.jsonl", "runs/zero", num_generations=4, batch_size=4, max_completion_length=12))
@@ -140,7 +151,8 @@ def outputs(tmp_path_factory, tiny_model, smollm2_tokenizer_dir) -> dict[str, Pa
     server = FakeOpenAI().start()
     try:
         teacher = _teacher(root, server)
-        found = {"teacher": teacher, "student": _student(root, tiny_model), "filter": _filtered(root, teacher), "sft": _sft(root), "rl": _rl(root),
+        found = {"teacher": teacher, "student": _student(root, tiny_model), "filter": _filtered(root, teacher), "sft": _sft(root),
+                 "distill": _distill(root), "rl": _rl(root),
                  "eval": _evaluated(root, server, smollm2_tokenizer_dir)}
     finally:
         server.stop()
@@ -151,7 +163,7 @@ def outputs(tmp_path_factory, tiny_model, smollm2_tokenizer_dir) -> dict[str, Pa
 def page(outputs, tmp_path_factory) -> tuple[Path, str, subprocess.CompletedProcess]:
     """The report of every output, written by the command; given out of pipeline order (two generate outputs keep theirs)."""
     out = tmp_path_factory.mktemp("report") / "nested" / "report.html"
-    order = ("eval", "rl", "filter", "sft", "student", "teacher")
+    order = ("eval", "rl", "distill", "filter", "sft", "student", "teacher")
     result = run_cli("report", *(str(outputs[name]) for name in order), "-o", str(out))
     assert result.returncode == 0, result.stderr
     return out, out.read_text(encoding="utf-8"), result
@@ -173,15 +185,16 @@ def test_every_stage_has_its_section_plots_and_numbers_in_pipeline_order(page, o
     assert not list(out.parent.glob(".*.tmp"))
     sections = _sections(text)
     assert list(sections) == [
-        "generate: student", "generate: teacher &lt;b&gt;&quot;t&quot;", "filter: sft-data", "sft: student-sft", "rl: zero", "eval: eval"
+        "generate: student", "generate: teacher &lt;b&gt;&quot;t&quot;", "filter: sft-data", "sft: student-sft", "distill: student-od", "rl: zero",
+        "eval: eval",
     ]
     plots = {name: part.count(PNG) for name, part in sections.items()}
-    assert list(plots.values()) == [1, 1, 2, 1, 1, 2], plots
+    assert list(plots.values()) == [1, 1, 2, 1, 1, 1, 2], plots
     for encoded in re.findall(r'src="data:image/png;base64,([^"]+)"', text):
         assert base64.b64decode(encoded).startswith(b"\x89PNG\r\n\x1a\n")
-    assert f"r1distill {__version__}" in text and text.count('<li><a href="#s') == 6
+    assert f"r1distill {__version__}" in text and text.count('<li><a href="#s') == 7
 
-    student, teacher, filtered, sft, rl, evaluated = sections.values()
+    student, teacher, filtered, sft, distill, rl, evaluated = sections.values()
     # generate: the finish reasons and their shares, the failure reason, both sources, how tokens were counted.
     for expected in ('<td>truncated (finish_reason length)</td><td class="r">2</td><td class="r">20.0%</td>', "errors (http_400 2)",
                      '<td>arith</td><td class="r">4</td>', '<td>words</td><td class="r">6</td>', "estimated on every row", "deepseek-ai/DeepSeek-R1"):
@@ -194,6 +207,10 @@ def test_every_stage_has_its_section_plots_and_numbers_in_pipeline_order(page, o
                      '<td>benchmark</td><td class="r">1</td>', '<td>truncated</td><td>truncated</td>'):
         assert expected in filtered, expected
     assert "final eval loss</td><td>0.73" in sft and "finished 2026-01-02 03:05 UTC after 3 steps" in sft
+    # distill: told from sft by its teacher, the divergence named by its beta, the final divergence.
+    for expected in ("<td>teacher</td><td>runs/teacher &lt;b&gt;</td>", "<td>loss</td><td>forward KL</td>", "<td>tokenizers</td><td>shared</td>",
+                     "final divergence</td><td>0.225", "after 4 steps", 'alt="distill curves of student-od"'):
+        assert expected in distill, expected
     # rl: a killed run, its cut last line, its samples at the first and the last logged step.
     assert "not finished" in rl and "Left out 1 line(s) of metrics.jsonl" in rl
     assert "first logged step (1)" in rl and "last logged step (3)" in rl and rl.count("<details>") == 2
@@ -252,7 +269,7 @@ def test_the_page_fetches_nothing(page):
     tags = _Tags(text).tags
     assert not {tag for tag, _ in tags} & {"script", "link", "iframe", "object", "embed", "base", "form", "video", "audio", "source"}
     sources = [attrs["src"] for tag, attrs in tags if "src" in attrs]
-    assert len(sources) == 9 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert len(sources) == 10 and all(source.startswith("data:image/png;base64,") for source in sources)
     assert all(attrs["href"].startswith("#s") for _, attrs in tags if "href" in attrs)
     [style] = re.findall(r"<style>(.*?)</style>", text, re.S)
     assert "url(" not in style and "@import" not in style and "@font-face" not in style
@@ -283,7 +300,7 @@ def test_sections_appear_only_for_what_is_given(outputs, tmp_path):
     text = report(ReportConfig([str(outputs["eval"]), f"{outputs['eval']}/"], str(tmp_path / "eval.html"))).read_text()
     # The eval's section, and the summary above it.
     assert text.count("<section ") == 2 and 'class="stage eval"' in text and '<section id="summary">' in text
-    for stage in ("generate", "filter", "sft", "rl"):
+    for stage in ("generate", "filter", "sft", "distill", "rl"):
         assert f'class="stage {stage}"' not in text
 
 
@@ -294,7 +311,7 @@ def test_missing_or_unknown_folders_are_one_line_exit_2_and_nothing_is_written(o
     out = tmp_path / "report.html"
     result = CliRunner().invoke(app, ["report", str(outputs["eval"]), str(tmp_path / "missing"), str(unknown), "-o", str(out)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
-    assert "missing: no such folder" in result.output and "notes: not an output of generate, filter, sft, rl or eval" in result.output
+    assert "missing: no such folder" in result.output and "notes: not an output of generate, filter, sft, distill, rl or eval" in result.output
     assert not out.exists() and not list(tmp_path.glob(".report*"))
     result = CliRunner().invoke(app, ["report", str(outputs["eval"]), "-o", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder" in result.output
@@ -322,5 +339,5 @@ def test_help_is_the_settings_docs_and_the_file_names_are_trainings():
 
     said = " ".join(CliRunner().invoke(app, ["report", "--help"]).output.split())
     assert "INPUTS" in said and "-o, --output" in said and "--examples" in said
-    assert "Output folders of generate, filter, sft, rl or eval" in said and "[default: report.html]" in said
+    assert "Output folders of generate, filter, sft, distill, rl or eval" in said and "[default: report.html]" in said
     assert (inputs.RUN_FILE, inputs.METRICS_FILE) == (RUN_FILE, METRICS_FILE)

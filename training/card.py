@@ -16,6 +16,15 @@ from r1distill.redact import redact_command, redact_settings
 VERSIONS = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
 
+def divergence_name(beta: float) -> str:
+    """What on-policy distillation's loss is called at `beta` (TRL's generalized JSD), for its card and the report.
+
+    >>> divergence_name(1.0), divergence_name(0.25)
+    ('reverse KL', 'generalized JSD (beta 0.25)')
+    """
+    return {0.0: "forward KL", 1.0: "reverse KL", 0.5: "Jensen-Shannon divergence"}.get(beta, f"generalized JSD (beta {beta:g})")
+
+
 def model_card(cfg, stage: str, started: datetime, outcome: str, sections: str) -> str:
     """The card of a model trained by `r1distill <stage>` with settings `cfg` (a settings dataclass with
     input, output, model, lora_r, merge_lora and command); `outcome` ends the first paragraph. The command
