@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,21 +266,21 @@ def main() -> None:
     size = SMALL if args.small else FULL
     parts: dict[str, Callable[[Path, str, Size], Row]] = {"generate": generation, "sft": sft, "grpo": grpo, "eval": evaluation}
     started = time.perf_counter()
-    rows = []
+    # Each row is printed as its part ends, so a run cut short by the device's time limit keeps what it measured.
+    print(f"machine: {machine()}; model: random Qwen2 {size.layers}x{size.hidden} ({'small' if args.small else 'Qwen2.5-0.5B shape'})")
+    print("| part | r1distill | baseline | note |")
+    print("|---|---:|---:|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model = random_model(work / "model", args.carried / "tokenizer", size)
         for name in args.parts.split(","):
             try:
-                rows.append(parts[name](work, model, size))
+                row = parts[name](work, model, size)
             except Exception as err:  # one failing part must not cost the others' figures on a rare device
-                rows.append(Row(name, "failed", "", f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"))
+                traceback.print_exc()
+                row = Row(name, "failed", "", f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}")
+            print(f"| {row.part} | {row.ours} | {row.baseline} | {row.note} |", flush=True)
             print(f"{name} done at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    print(f"machine: {machine()}; model: random Qwen2 {size.layers}x{size.hidden} ({'small' if args.small else 'Qwen2.5-0.5B shape'})")
-    print("| part | r1distill | baseline | note |")
-    print("|---|---:|---:|---|")
-    for row in rows:
-        print(f"| {row.part} | {row.ours} | {row.baseline} | {row.note} |")
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -364,3 +364,20 @@ def test_shipped_recipes_and_accelerate_configs_are_valid(tmp_path):
     assert set(launchers) == {"ddp", "zero2", "zero3", "fsdp"}
     assert launchers["zero3"].deepspeed_config["zero_stage"] == 3 and launchers["zero2"].deepspeed_config["zero_stage"] == 2
     assert launchers["fsdp"].distributed_type == "FSDP" and launchers["ddp"].distributed_type == "MULTI_GPU"
+
+
+def test_gradient_checkpointing_reaches_the_trainer_under_the_installed_transformers_name(tmp_path):
+    """transformers 5.23 renamed the field (the old name warns, and older releases know only it): the setting
+    must switch checkpointing on under whichever name this transformers has, with no deprecation warning."""
+    import warnings
+
+    from transformers import TrainingArguments
+
+    from r1distill.training.recipe import trainer_arguments
+
+    for wanted in (True, False):
+        cfg = SFTConfig(input="data", output=str(tmp_path / "out"), gradient_checkpointing=wanted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            args = TrainingArguments(**trainer_arguments(cfg))
+        assert getattr(args, "activation_checkpointing", args.gradient_checkpointing) is wanted

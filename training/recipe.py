@@ -120,7 +120,11 @@ def trainer_arguments(cfg) -> dict:
     bf16 on GPUs that have it (fp32 on the CPU); no tqdm, r1distill's TrainProgress draws the bar.
     """
     import torch
+    from transformers import TrainingArguments
 
+    # transformers 5.23 renamed gradient_checkpointing (kept as a deprecated alias until v6); the images on
+    # GPU machines often lag behind (the device check's has 5.17), and there only the old name exists.
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
     return {
         "output_dir": cfg.output,
         "learning_rate": cfg.lr,
@@ -131,7 +135,7 @@ def trainer_arguments(cfg) -> dict:
         "gradient_accumulation_steps": cfg.grad_accum,
         "num_train_epochs": cfg.epochs,
         "max_steps": cfg.max_steps or -1,
-        "activation_checkpointing": cfg.gradient_checkpointing,
+        checkpointing: cfg.gradient_checkpointing,
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         "logging_steps": cfg.logging_steps,
         "save_steps": cfg.save_steps,
