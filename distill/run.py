@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import context, files, hub
+from r1distill import context, hub
 from r1distill.console import summary_table
 from r1distill.distill.config import RESUMABLE, SFTConfig
 from r1distill.distill.data import DataStats, load_conversations, tokenize
@@ -192,10 +192,7 @@ def save(trainer, plan: Plan) -> SFTSummary:
     summary = SFTSummary(str(out), trainer.state.global_step, train_loss, eval_loss, plan.stats, plan.template.name)
     if not trainer.is_world_process_zero():
         return summary
-    files.write_text(out / "README.md", _card(plan, summary))
-    output.write_run(out, _record(plan, finished={"at": datetime.now(timezone.utc).isoformat(), "steps": summary.steps, "train_loss": train_loss, "eval_loss": eval_loss}))
-    if cfg.push_to_hub:
-        hub.push_model(out, cfg.push_to_hub)
+    output.finish(out, cfg, _card(plan, summary), _record(plan, output.finished(summary.steps, train_loss=train_loss, eval_loss=eval_loss)))
     return summary
 
 

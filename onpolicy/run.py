@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import files, hub
+from r1distill import hub
 from r1distill.console import metric_change, metric_text, summary_table
 from r1distill.errors import UsageError, first_line
 from r1distill.onpolicy.config import RESUMABLE, DistillConfig, tokenizer_problem
@@ -272,10 +272,7 @@ def save(trainer, plan: Plan) -> DistillSummary:
     summary = DistillSummary(str(out), trainer.state.global_step, plan.stats, logged[0] if logged else {}, logged[-1] if logged else {})
     if not trainer.is_world_process_zero():
         return summary
-    files.write_text(out / "README.md", _card(plan, summary))
-    output.write_run(out, _record(plan, finished={"at": datetime.now(timezone.utc).isoformat(), "steps": summary.steps, "loss": summary.last.get("loss")}))
-    if cfg.push_to_hub:
-        hub.push_model(out, cfg.push_to_hub)
+    output.finish(out, cfg, _card(plan, summary), _record(plan, output.finished(summary.steps, loss=summary.last.get("loss"))))
     return summary
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import files, hub, rewards
+from r1distill import hub, rewards
 from r1distill.console import metric_change, metric_text, summary_table
 from r1distill.errors import UsageError, first_line
 from r1distill.prompts import R1_ZERO
@@ -314,10 +314,7 @@ def save(trainer, plan: Plan) -> RLSummary:
     summary = RLSummary(str(out), trainer.state.global_step, plan.stats, logged[0] if logged else {}, logged[-1] if logged else {}, timeouts)
     if not trainer.is_world_process_zero():
         return summary
-    files.write_text(out / "README.md", _card(plan, summary))
-    output.write_run(out, _record(plan, finished={"at": datetime.now(timezone.utc).isoformat(), "steps": summary.steps, "reward": summary.last.get("reward")}))
-    if cfg.push_to_hub:
-        hub.push_model(out, cfg.push_to_hub)
+    output.finish(out, cfg, _card(plan, summary), _record(plan, output.finished(summary.steps, reward=summary.last.get("reward"))))
     return summary
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import files
+from r1distill import files, hub
 from r1distill.errors import UsageError, first_line
 from r1distill.redact import redact_command, redact_settings
 from r1distill.training import ranks
@@ -114,6 +115,20 @@ def start(out: Path, checkpoint: str | None, record: dict) -> None:
 
 def write_run(out: Path, record: dict) -> None:
     files.write_json(out / RUN_FILE, record)
+
+
+def finished(steps: int, **figures) -> dict:
+    """The run record's `finished` entry: when, after how many steps, and the stage's final figures."""
+    return {"at": datetime.now(timezone.utc).isoformat(), "steps": steps, **figures}
+
+
+def finish(out: Path, cfg, card: str, record: dict) -> None:
+    """After training, on the main process: the model card, run.json marked finished, then the push, so
+    the Hub gets the folder with both."""
+    files.write_text(out / "README.md", card)
+    write_run(out, record)
+    if cfg.push_to_hub:
+        hub.push_model(out, cfg.push_to_hub)
 
 
 def train(trainer, out: Path, checkpoint: str | None, record: dict) -> None:
