@@ -410,8 +410,11 @@ class VerifierPool:
 
     def _run(self, queue: deque[_Task], results: list[Judgement | None], stop: threading.Event | None = None) -> None:
         # Between calls nobody watches the workers: one that died meanwhile (the OOM killer between two
-        # GRPO steps) is replaced, and counted, before it is handed rows it would never see.
-        for worker in [w for w in self._pool if not w.process.is_alive()]:
+        # GRPO steps) is replaced, and counted, before it is handed rows it would never see. An idle
+        # worker has nothing to say, so a readable pipe is the end of file its death left: the kernel
+        # closes it at once, while is_alive() waits for the forkserver to report the exit, which can
+        # come after the next rows were handed out (1 call in 40 here).
+        for worker in [w for w in self._pool if not w.process.is_alive() or (not w.tasks and w.conn.poll())]:
             self._retire(worker, queue, results, died=True)
         while True:
             if stop is not None and stop.is_set():

@@ -74,17 +74,22 @@ def test_a_pathological_answer_times_out_and_the_replacement_worker_verifies_the
 @pytest.mark.timeout(60)
 def test_a_worker_killed_between_calls_is_replaced_before_it_is_given_rows():
     # Between two GRPO steps (or two filter batches) the OOM killer takes an idle worker: the next
-    # rows go to a fresh worker, none of them gets the dead one's 'error'.
+    # rows go to a fresh worker, none of them gets the dead one's 'error'. The forkserver reports a
+    # death a moment after the worker is gone (it raced the next call about once in 40 kills), so the
+    # kill is repeated.
     with VerifierPool(workers=1, timeout=20) as pool:
         assert [j.verdict for j in pool.judge(["\\frac{\\sqrt{2}}{2}"], ["\\boxed{\\frac{2}{\\sqrt{8}}}"])] == ["correct"]
-        (killed,) = _worker_pids()
-        os.kill(killed, signal.SIGKILL)
-        psutil.wait_procs([psutil.Process(killed)], timeout=10)
-        golds, responses = ["(1,3]\\cup[5,\\infty)"], ["\\boxed{[5,\\infty)\\cup(1,3]}"]
-        _sympy_only(golds, responses)
-        assert [j.verdict for j in pool.judge(golds, responses)] == ["correct"]
-        assert pool.verified == 2, "a worker gave the verdict after the kill"
-        assert killed not in _worker_pids() and len(_worker_pids()) == 1
+        for kill in range(1, 13):
+            (killed,) = _worker_pids()
+            os.kill(killed, signal.SIGKILL)
+            psutil.wait_procs([psutil.Process(killed)], timeout=10)
+            golds, responses = [f"(1,{kill + 2}]\\cup[{kill + 4},\\infty)"], [f"\\boxed{{[{kill + 4},\\infty)\\cup(1,{kill + 2}]}}"]
+            _sympy_only(golds, responses)
+            assert [j.verdict for j in pool.judge(golds, responses)] == ["correct"], f"kill {kill}"
+            assert pool.verified == kill + 1, "a worker gave the verdict after the kill"
+            assert killed not in _worker_pids() and len(_worker_pids()) == 1
+
+
 def test_fast_path_decides_only_what_is_certain():
     from r1distill.rewards.verify import fast_verdict
 
